@@ -1,0 +1,370 @@
+"""The recipe / experiment schema: YAML loading, ``--set`` overrides, validation with clear errors.
+
+A *recipe* is a fully concrete training configuration. An *experiment* is a recipe in which any
+value may be a search dimension (``{float: [lo, hi], log: true}``, ``{int: [lo, hi]}``,
+``{choice: [...]}``); the search layer resolves dimensions into recipes. Validation happens once,
+here: inner code receives typed, frozen objects.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+from .registry import Knobs, Registry
+
+SECTIONS = ("seed", "data", "model", "loss", "optim", "schedule", "train", "augment", "search")
+DIMENSION_KEYS = ("float", "int", "choice")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- named sections: a registry name plus that entry's knobs ------------------------------------
+
+
+class DataSection(Section):
+    """``data:`` the dataset name, split fractions and the dataset's own knobs."""
+
+    name: str
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of the training part held out")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share held out for test (if no own split)")
+    normalize: bool = Field(True, description="standardize inputs with training-split statistics")
+    in_memory: Literal["auto", True, False] = Field("auto", description="hold data as device tensors")
+    knobs: Knobs
+
+
+class ModelSection(Section):
+    """``model:`` the model family and its size knobs."""
+
+    family: str
+    knobs: Knobs
+
+
+class LossSection(Section):
+    """``loss:`` the loss function and its knobs."""
+
+    name: str = "auto"
+    knobs: Knobs
+
+
+class OptimSection(Section):
+    """``optim:`` a torch.optim optimizer, its learning rate and weight decay."""
+
+    name: str = "adamw"
+    lr: float = Field(1e-3, gt=0.0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 (SGD...) or decoupled (AdamW) decay")
+    decay_norm_and_bias: bool = Field(False, description="also decay biases and normalization weights")
+    knobs: Knobs
+
+
+class ScheduleSection(Section):
+    """``schedule:`` learning-rate schedule as a function of the step, with optional linear warmup."""
+
+    name: str = "constant"
+    warmup_epochs: float = Field(0.0, ge=0.0, description="linear warmup length")
+    warmup_start_factor: float = Field(0.0, ge=0.0, le=1.0, description="lr factor at step 0 of warmup")
+    knobs: Knobs
+
+
+NAMED = {
+    "data": (DataSection, "name", "datasets"),
+    "model": (ModelSection, "family", "models"),
+    "loss": (LossSection, "name", "losses"),
+    "optim": (OptimSection, "name", "optimizers"),
+    "schedule": (ScheduleSection, "name", "schedules"),
+}
+
+# --- fixed sections -----------------------------------------------------------------------------
+
+
+class EarlyStopping(Section):
+    patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0.0, description="smallest change that counts as improvement")
+    restore_best: bool = Field(True, description="end with the weights of the best validation epoch")
+
+
+class BatchGrowth(Section):
+    """Dynamic batch size: multiply by ``factor`` every ``every_epochs`` or after a plateau."""
+
+    factor: float = Field(2.0, gt=1.0)
+    every_epochs: int | None = Field(None, ge=1)
+    on_plateau: int | None = Field(None, ge=1, description="grow after this many epochs w/o improvement")
+    max_batch_size: int = Field(4096, ge=1)
+
+
+class TrainSection(Section):
+    """``train:`` epochs, batch size, regularization, stopping, device."""
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(2048, ge=1)
+    l1: float = Field(0.0, ge=0.0, description="L1 penalty on weights (not biases/norms)")
+    grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm")
+    early_stopping: EarlyStopping = EarlyStopping()
+    batch_growth: BatchGrowth | None = None
+    metric: str | None = Field(None, description="validation metric to select on; default by task")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    amp: bool = Field(False, description="mixed precision (CUDA only; ignored on CPU)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    checkpoint: bool = Field(True, description="write an atomic checkpoint every epoch")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError("allowed: auto, cpu, cuda, cuda:N, mps")
+
+
+class AugmentSection(Section):
+    """``augment:`` whole-batch augmentation with per-sample random parameters. 0 / false = off."""
+
+    shift: int = Field(0, ge=0, description="signals: max shift in samples")
+    scale: float = Field(0.0, ge=0.0, description="signals: amplitude scale range (1 ± scale)")
+    noise: float = Field(0.0, ge=0.0, description="signals and images: std of additive Gaussian noise")
+    crop: int = Field(0, ge=0, description="images: random translation by up to this many pixels")
+    flip: bool = Field(False, description="images: random horizontal flip")
+    rotate: float = Field(0.0, ge=0.0, le=180.0, description="images: max rotation in degrees")
+    zoom: float = Field(0.0, ge=0.0, lt=1.0, description="images: scale range (1 ± zoom)")
+    cutout: int = Field(0, ge=0, description="images: side of a zeroed square")
+    mixup: float = Field(0.0, ge=0.0, description="mixup Beta(alpha, alpha); 0 = off")
+    cutmix: float = Field(0.0, ge=0.0, description="cutmix Beta(alpha, alpha); 0 = off")
+    mix_prob: float = Field(1.0, ge=0.0, le=1.0, description="share of batches mixed when mixup/cutmix on")
+
+    def enabled(self) -> bool:
+        return self != AugmentSection()
+
+
+class SearchSection(Section):
+    """``search:`` how `dnntune tune` searches (ignored by `dnntune train`)."""
+
+    sampler: Literal["tpe", "random", "grid", "gp", "cmaes", "nsga2"] = "tpe"
+    pruner: Literal["none", "median", "asha", "hyperband"] = "asha"
+    n_trials: int | None = Field(50, ge=1)
+    timeout: float | None = Field(None, gt=0, description="seconds")
+    epoch_budget: int | None = Field(None, ge=1, description="total epochs over all trials")
+    workers: int = Field(1, ge=1)
+    metric: str | None = None
+    direction: Literal["maximize", "minimize"] | None = None
+    objectives: list[str] | None = None
+    final: Literal["retrain", "best_trial"] = "retrain"
+    max_consecutive_failures: int = Field(10, ge=1)
+    lr_prior: Literal["none", "range_test"] = "none"
+    seed: int | None = None
+
+
+class Recipe(Section):
+    """A concrete training configuration: no search dimensions left."""
+
+    seed: int = 0
+    data: DataSection
+    model: ModelSection
+    loss: LossSection
+    optim: OptimSection
+    schedule: ScheduleSection
+    train: TrainSection = TrainSection()
+    augment: AugmentSection = AugmentSection()
+    search: SearchSection = SearchSection()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as plain data, in the shape of the YAML file (knobs flattened)."""
+        out: dict[str, Any] = {"seed": self.seed}
+        for name in SECTIONS[1:]:
+            section = getattr(self, name)
+            if name in NAMED:
+                key = NAMED[name][1]
+                flat = section.model_dump(mode="json", exclude={"knobs"})
+                d = {key: flat.pop(key), **flat, **section.knobs.model_dump(mode="json")}
+            else:
+                d = section.model_dump(mode="json")
+            out[name] = d
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def _registries() -> dict[str, Registry]:
+    # imported here: component modules import this module for their section types
+    from .data import DATASETS
+    from .engine.losses import LOSSES
+    from .engine.optim import OPTIMIZERS
+    from .engine.schedules import SCHEDULES
+    from .models import MODELS
+
+    return {"datasets": DATASETS, "models": MODELS, "losses": LOSSES, "optimizers": OPTIMIZERS,
+            "schedules": SCHEDULES}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML file safely; errors name the file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections ({', '.join(SECTIONS)})")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML scalars/lists/maps)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        path, value = item.split("=", 1)
+        keys = [k for k in path.strip().split(".") if k]
+        if not keys:
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        node = raw
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if not isinstance(nxt, dict):
+                nxt = {} if nxt is None or not isinstance(nxt, dict) else nxt
+                node[k] = nxt
+            node = nxt
+        node[keys[-1]] = parsed
+    return raw
+
+
+def is_dimension(value: Any) -> bool:
+    """True for a search-dimension mapping such as ``{float: [1e-4, 1e-1], log: true}``."""
+    return isinstance(value, dict) and len(set(value) & set(DIMENSION_KEYS)) == 1
+
+
+def find_dimensions(raw: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of every search dimension in an experiment."""
+    if is_dimension(raw):
+        return [prefix or "<root>"]
+    found: list[str] = []
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            found += find_dimensions(v, f"{prefix}.{k}" if prefix else str(k))
+    return found
+
+
+def _format_validation(section: str, err: ValidationError, allowed: list[str] | None = None) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if p != "knobs")
+        path = f"{section}.{loc}" if loc else section
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+            if allowed is not None:
+                msg += f"; allowed: {', '.join(allowed) or '(none)'}"
+        else:
+            msg = e["msg"]
+            if "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
+                msg += f" (got {e['input']!r})"
+        lines.append(f"{path}: {msg}")
+    return "\n".join(lines)
+
+
+def _validate_named(section: str, raw: Any, regs: dict[str, Registry]):
+    cls, key, reg_name = NAMED[section]
+    if raw is None:
+        raw = {}
+    if isinstance(raw, str):  # shorthand: `loss: cross_entropy`
+        raw = {key: raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{section}: expected a mapping with '{key}' and knobs, got {raw!r}")
+    registry = regs[reg_name]
+    default = cls.model_fields[key].default if not cls.model_fields[key].is_required() else None
+    name = raw.get(key, default)
+    if name is None:
+        raise ConfigError(f"{section}.{key}: required; allowed: {', '.join(registry.names())}")
+    entry = registry.get(name, f"{section}.{key}")
+    common = {k: v for k, v in raw.items() if k in cls.model_fields and k not in (key, "knobs")}
+    rest = {k: v for k, v in raw.items() if k not in cls.model_fields}
+    # conditional knobs (`model: {family: mlp, mlp: {width: 256}, cnn1d: {...}}`): keep the chosen option's
+    chosen = rest.pop(name, None) if isinstance(rest.get(name), dict) else None
+    rest = {k: v for k, v in rest.items() if not (k in registry and isinstance(v, dict))}
+    if chosen:
+        rest.update(chosen)
+    own = [k for k in cls.model_fields if k not in (key, "knobs")]
+    allowed = own + list(entry.knobs.model_fields)
+    try:
+        knobs = entry.knobs(**rest)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(section, e, allowed)) from None
+    try:
+        return cls(**{key: name}, **common, knobs=knobs)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(section, e, allowed)) from None
+
+
+def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate plain data into a :class:`Recipe`; any search dimension is an error."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    unknown = [k for k in raw if k not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section; allowed: {', '.join(SECTIONS)}")
+    dims = [d for d in find_dimensions({k: v for k, v in raw.items() if k != "search"})]
+    if dims:
+        raise ConfigError(
+            f"{dims[0]}: is a search dimension; `dnntune train` needs concrete values "
+            f"(use `dnntune tune` to search, or `--set {dims[0]}=VALUE`)"
+        )
+    if "data" not in raw:
+        raise ConfigError("data: required section (e.g. `data: {name: mnist1d}`)")
+    if "model" not in raw:
+        raise ConfigError("model: required section (e.g. `model: {family: mlp}`)")
+    regs = _registries()
+    parts: dict[str, Any] = {}
+    for section in NAMED:
+        parts[section] = _validate_named(section, raw.get(section), regs)
+    for section, cls in (("train", TrainSection), ("augment", AugmentSection), ("search", SearchSection)):
+        value = raw.get(section) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{section}: expected a mapping, got {value!r}")
+        try:
+            parts[section] = cls(**value)
+        except ValidationError as e:
+            raise ConfigError(_format_validation(section, e, _field_names(cls, e))) from None
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed: must be a non-negative integer (got {seed!r})")
+    return Recipe(seed=seed, **parts)
+
+
+def _field_names(cls: type[BaseModel], err: ValidationError) -> list[str]:
+    # for unknown keys in a nested model, list that model's fields
+    for e in err.errors():
+        if e["type"] == "extra_forbidden" and len(e["loc"]) > 1:
+            sub = cls.model_fields[str(e["loc"][0])].annotation
+            for cand in getattr(sub, "__args__", (sub,)):
+                if isinstance(cand, type) and issubclass(cand, BaseModel):
+                    return list(cand.model_fields)
+    return list(cls.model_fields)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, seed: int | None = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    raw = apply_overrides(read_yaml(path), overrides)
+    if seed is not None:
+        raw["seed"] = seed
+    return validate_recipe(raw, str(path))

@@ -1,0 +1,173 @@
+"""Datasets as typed splits: the registry's raw arrays become seeded, normalized train/val/test tensors."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from ..errors import DataError
+from ..registry import Registry
+
+Task = Literal["classification", "regression"]
+Kind = Literal["tabular", "signal", "image"]
+
+DATASETS: Registry = Registry("dataset")
+
+
+@dataclass
+class RawData:
+    """What a dataset builder returns: numpy arrays, plus the dataset's own test split if it has one.
+
+    ``x`` has shape (N, F) for tabular data, (N, C, L) for signals and (N, C, H, W) for images.
+    ``y`` holds integer class indices (classification) or floats (regression, (N,) or (N, K)).
+    ``dataset`` may replace ``x``/``y`` for data too large to hold in memory (a torch Dataset).
+    """
+
+    x: np.ndarray | None
+    y: np.ndarray | None
+    task: Task
+    kind: Kind
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    class_names: list[str] | None = None
+    source: str = ""
+
+
+@dataclass
+class Split:
+    """One split as CPU tensors (moved to the device by the loader)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Data:
+    """A prepared dataset: train / val / test splits and what a model needs to know about them."""
+
+    name: str
+    task: Task
+    kind: Kind
+    input_shape: tuple[int, ...]
+    num_outputs: int
+    train: Split
+    val: Split
+    test: Split
+    class_names: list[str] | None = None
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.num_outputs if self.task == "classification" else None
+
+    def describe(self) -> str:
+        shape = "×".join(str(s) for s in self.input_shape)
+        what = f"{self.num_outputs} classes" if self.task == "classification" else "regression"
+        return (f"{self.name}: {self.kind} {shape}, {what}; "
+                f"train {len(self.train)} / val {len(self.val)} / test {len(self.test)}")
+
+
+def cache_dir() -> Path:
+    """Where generated datasets are cached (``$DNNTUNE_CACHE`` or ``~/.cache/dnntune``)."""
+    p = Path(os.environ.get("DNNTUNE_CACHE", Path.home() / ".cache" / "dnntune"))
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _check_finite(name: str, x: np.ndarray, what: str) -> None:
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{name}: {what} are not numeric (dtype {x.dtype})")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        idx = np.argwhere(bad)[0]
+        kind = "NaN" if np.isnan(x[tuple(idx)]) else "infinite"
+        raise DataError(
+            f"{name}: {what} contain {int(bad.sum())} NaN/inf value(s); first {kind} at index "
+            f"{tuple(int(i) for i in idx)}. Clean or impute the data first."
+        )
+
+
+def _split(x, y, fraction: float, seed: int, stratify: bool):
+    strat = y if stratify else None
+    if stratify:
+        _, counts = np.unique(y, return_counts=True)
+        n_hold = int(round(len(y) * fraction))
+        if counts.min() < 2 or n_hold < len(counts):
+            strat = None  # too few samples per class to stratify; fall back to a seeded shuffle
+    return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=strat)
+
+
+def prepare(raw: RawData, section, seed: int) -> Data:
+    """Split (stratified, seeded), check and normalize a dataset. Statistics come from train only."""
+    name = section.name
+    if raw.x is None:
+        raise DataError(f"{name}: streaming datasets are not supported by this loader path")
+    x, y = np.asarray(raw.x), np.asarray(raw.y)
+    if len(x) != len(y):
+        raise DataError(f"{name}: {len(x)} inputs but {len(y)} targets")
+    if len(x) < 3:
+        raise DataError(f"{name}: needs at least 3 samples, has {len(x)}")
+    _check_finite(name, x, "inputs")
+    classification = raw.task == "classification"
+    if classification:
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{name}: classification targets must be integer class indices")
+    else:
+        _check_finite(name, y, "targets")
+    stratify = classification
+    if raw.x_test is not None:
+        x_test, y_test = np.asarray(raw.x_test), np.asarray(raw.y_test)
+        _check_finite(name, x_test, "test inputs")
+        x_trval, y_trval = x, y
+    else:
+        x_trval, x_test, y_trval, y_test = _split(x, y, section.test_fraction, seed, stratify)
+    x_train, x_val, y_train, y_val = _split(x_trval, y_trval, section.val_fraction, seed + 1, stratify)
+
+    def t(a, dtype):
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
+
+    xt = t(x_train, torch.float32)
+    mean = std = None
+    if section.normalize:
+        # per feature for tabular data, per channel for signals and images
+        dims = (0,) if raw.kind == "tabular" else tuple(i for i in range(xt.ndim) if i != 1)
+        mean = xt.mean(dim=dims, keepdim=True)
+        std = xt.std(dim=dims, keepdim=True).clamp_min(1e-8)
+
+    def norm(a):
+        v = t(a, torch.float32)
+        return (v - mean) / std if mean is not None else v
+
+    ydt = torch.long if classification else torch.float32
+    if classification:
+        labels = np.concatenate([y_train, y_val, y_test])
+        if labels.min() < 0:
+            raise DataError(f"{name}: class indices must be >= 0")
+        num_outputs = int(max(labels.max() + 1, len(raw.class_names or [])))
+    else:
+        num_outputs = 1 if y_train.ndim == 1 else int(y_train.shape[1])
+    return Data(
+        name=name, task=raw.task, kind=raw.kind, input_shape=tuple(x.shape[1:]), num_outputs=num_outputs,
+        train=Split(norm(x_train), t(y_train, ydt)), val=Split(norm(x_val), t(y_val, ydt)),
+        test=Split(norm(x_test), t(y_test, ydt)), class_names=raw.class_names,
+        mean=None if mean is None else mean.squeeze(0), std=None if std is None else std.squeeze(0),
+        info={"source": raw.source},
+    )
+
+
+def load_data(section, seed: int = 0) -> Data:
+    """Build the dataset named in ``section`` (a validated ``data:`` section) and prepare its splits."""
+    entry = DATASETS.get(section.name, "data.name")
+    raw = entry.builder(section.knobs)
+    return prepare(raw, section, seed)

@@ -1,0 +1,44 @@
+"""Batches without per-sample Python: whole splits as device tensors, indexed by a random permutation."""
+
+from __future__ import annotations
+
+import torch
+
+
+class TensorLoader:
+    """Iterate ``(x, y)`` batches of tensors already on the training device.
+
+    Each epoch draws one ``randperm`` (from ``generator``, on the CPU so it is reproducible on any
+    device) and slices it; there is no per-sample Python and no collation. A final batch of a single
+    sample is dropped when shuffling (it would break batch norm and adds nothing).
+
+    Example:
+        >>> x, y = torch.randn(10, 3), torch.arange(10)
+        >>> [len(b[0]) for b in TensorLoader(x, y, batch_size=4, shuffle=False)]
+        [4, 4, 2]
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = True,
+                 generator: torch.Generator | None = None):
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} rows, y has {len(y)}")
+        self.x, self.y = x, y
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self) -> int:
+        n, bs = len(self.y), self.batch_size
+        full, rest = divmod(n, bs)
+        return full + (1 if rest > 1 or (rest == 1 and not self.shuffle) else 0)
+
+    def __iter__(self):
+        n, bs = len(self.y), self.batch_size
+        if self.shuffle:
+            perm = torch.randperm(n, generator=self.generator).to(self.x.device, non_blocking=True)
+            for i in range(len(self)):
+                idx = perm[i * bs:(i + 1) * bs]
+                yield self.x[idx], self.y[idx]
+        else:
+            for i in range(0, n, bs):
+                yield self.x[i:i + bs], self.y[i:i + bs]
