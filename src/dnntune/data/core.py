@@ -65,6 +65,8 @@ class Data:
     class_names: list[str] | None = None
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
+    y_mean: torch.Tensor | None = None  # regression targets are standardized for training;
+    y_std: torch.Tensor | None = None   # metrics are reported in the original units
     info: dict = field(default_factory=dict)
 
     @property
@@ -150,6 +152,14 @@ def prepare(raw: RawData, section, seed: int) -> Data:
         return (v - mean) / std if mean is not None else v
 
     ydt = torch.long if classification else torch.float32
+    y_mean = y_std = None
+    if not classification and section.normalize:
+        yt = t(y_train, torch.float32)
+        y_mean, y_std = yt.mean(0), yt.std(0).clamp_min(1e-8)
+
+    def ynorm(a):
+        v = t(a, ydt)
+        return (v - y_mean) / y_std if y_mean is not None else v
     if classification:
         labels = np.concatenate([y_train, y_val, y_test])
         if labels.min() < 0:
@@ -159,8 +169,8 @@ def prepare(raw: RawData, section, seed: int) -> Data:
         num_outputs = 1 if y_train.ndim == 1 else int(y_train.shape[1])
     return Data(
         name=name, task=raw.task, kind=raw.kind, input_shape=tuple(x.shape[1:]), num_outputs=num_outputs,
-        train=Split(norm(x_train), t(y_train, ydt)), val=Split(norm(x_val), t(y_val, ydt)),
-        test=Split(norm(x_test), t(y_test, ydt)), class_names=raw.class_names,
+        train=Split(norm(x_train), ynorm(y_train)), val=Split(norm(x_val), ynorm(y_val)),
+        test=Split(norm(x_test), ynorm(y_test)), class_names=raw.class_names, y_mean=y_mean, y_std=y_std,
         mean=None if mean is None else mean.squeeze(0), std=None if std is None else std.squeeze(0),
         info={"source": raw.source},
     )

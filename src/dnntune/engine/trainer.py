@@ -202,6 +202,9 @@ class Trainer:
         y = split.y.to(out.device)
         with torch.no_grad():
             loss = float(self.loss_fn(out.to(self.device), split.y.to(self.device)))
+        if d.y_std is not None:  # back to the target's own units
+            out = out * d.y_std + d.y_mean if out.ndim == y.ndim else out * d.y_std.view(-1) + d.y_mean.view(-1)
+            y = y * d.y_std + d.y_mean
         res = compute_metrics(d.task, out, y, d.num_outputs, confusion=confusion) if math.isfinite(loss) else {}
         res["loss"] = loss
         return res
@@ -282,13 +285,10 @@ class Trainer:
             if curves is not None:
                 with open(curves, "a") as f:
                     f.write(json.dumps(row) + "\n")
-            stop = False
-            if es.patience is not None and has_val and since_best >= es.patience:
-                stopped, stop = "early_stopping", True
-            for hook in self.hooks:
-                if hook(epoch + 1, dict(row)):
-                    stopped, stop = "callback", True
-            if growth is not None and not stop:
+            stop = es.patience is not None and has_val and since_best >= es.patience
+            if stop:
+                stopped = "early_stopping"
+            if growth is not None:
                 grow = (growth.every_epochs and (epoch + 1) % growth.every_epochs == 0) or (
                     growth.on_plateau and since_growth_best >= growth.on_plateau)
                 if grow:
@@ -296,6 +296,7 @@ class Trainer:
                                           len(data.train))
                     since_growth_best = 0
             if ckpt_path is not None:
+                # saved before the hooks run: an epoch a hook sees is never lost, whatever the hook does
                 ckpt.save_checkpoint(ckpt_path, {
                     "recipe_hash": rhash, "epoch": epoch, "model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
@@ -303,6 +304,9 @@ class Trainer:
                     "best_value": best_value, "best_epoch": best_epoch, "best_state": best_state,
                     "since_best": since_best, "since_growth_best": since_growth_best,
                     "batch_size": self.batch_size, "elapsed": elapsed_before + time.perf_counter() - t0})
+            for hook in self.hooks:
+                if hook(epoch + 1, dict(row)):
+                    stopped, stop = "callback", True
             if stop:
                 break
         if best_state is not None and es.restore_best:

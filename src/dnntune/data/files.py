@@ -1,0 +1,489 @@
+"""Datasets from files a user brings: ``csv``, ``npz``, ``idx`` (MNIST format) and ``image_folder``.
+
+Every loader returns a :class:`RawData`; splitting, NaN checks on inputs and normalization happen later in
+:func:`~dnntune.data.core.prepare`. Relative paths are resolved against the current working directory and
+``~`` is expanded. Every error is a :class:`~dnntune.errors.DataError` whose message starts with the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..errors import DataError
+from ..registry import Knobs
+from .core import DATASETS, RawData
+
+TaskKnob = Literal["auto", "classification", "regression"]
+
+# "auto" picks classification for integer targets with at most this many distinct values ...
+MAX_AUTO_CLASSES = 50
+# ... and with no more distinct values than max(MIN_AUTO_CLASSES, AUTO_CLASS_SHARE * rows)
+MIN_AUTO_CLASSES = 10
+AUTO_CLASS_SHARE = 0.05
+
+MISSING = {"", "na", "n/a", "nan", "null", "none", "?"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+
+
+def _resolve(path: str) -> Path:
+    return Path(path).expanduser()
+
+
+def _is_integral(y: np.ndarray) -> bool:
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
+        return True
+    return bool(np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all())
+
+
+def auto_task(y: np.ndarray) -> Literal["classification", "regression"]:
+    """The task ``task: auto`` picks for targets ``y`` (all rows, including an own test split).
+
+    Classification when the targets are not numbers (strings, booleans), or when they are whole numbers
+    with at most 50 distinct values and no more distinct values than max(10, 5 % of the rows): a 0/1 or
+    0..9 column is a class label, a column of counts or years with hundreds of values is a quantity.
+    Everything else, and any target with several columns, is regression. Set ``task`` to override.
+    """
+    if y.ndim != 1:
+        return "regression"
+    if not np.issubdtype(y.dtype, np.number) or y.dtype == bool:
+        return "classification"
+    if not _is_integral(y):
+        return "regression"
+    n_unique = len(np.unique(y))
+    limit = min(MAX_AUTO_CLASSES, max(MIN_AUTO_CLASSES, int(AUTO_CLASS_SHARE * len(y))))
+    return "classification" if n_unique <= limit else "regression"
+
+
+def _targets(where: str, task: TaskKnob, y: np.ndarray, y_test: np.ndarray | None = None):
+    """Resolve the task and encode targets: class indices (sorted labels) or float32 values.
+
+    Returns ``(task, y, y_test, class_names)``.
+    """
+    both = y if y_test is None else np.concatenate([y, y_test])
+    if task == "auto":
+        task = auto_task(both)
+    numeric = np.issubdtype(both.dtype, np.number) or both.dtype == bool
+    if task == "regression":
+        bad = None if numeric else next((v for v in both.ravel() if not _is_number(v)), None)
+        if bad is not None:
+            raise DataError(f"{where}: task regression needs numeric targets, found {str(bad)!r}; "
+                            "use task: classification for class labels")
+        cast = lambda a: None if a is None else a.astype(np.float32)  # noqa: E731
+        return task, cast(y), cast(y_test), None
+    if both.ndim == 2 and numeric and np.isin(both, (0, 1)).all() and (both.sum(axis=1) == 1).all():
+        # one-hot rows: their column is the class index
+        classes = np.arange(both.shape[1])
+        to_idx = lambda a: None if a is None else a.argmax(axis=1).astype(np.int64)  # noqa: E731
+        return task, to_idx(y), to_idx(y_test), [str(c) for c in classes]
+    if both.ndim != 1:
+        raise DataError(f"{where}: classification targets must be one label per sample, got shape "
+                        f"{tuple(both.shape)}")
+    if numeric and not _is_integral(both):
+        raise DataError(f"{where}: task classification needs whole-number or text labels, but the targets "
+                        "have fractional or NaN values; use task: regression")
+    classes = np.unique(both)
+    to_idx = lambda a: None if a is None else np.searchsorted(classes, a).astype(np.int64)  # noqa: E731
+    names = [str(int(c)) if numeric else str(c) for c in classes]
+    return task, to_idx(y), to_idx(y_test), names
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _check_finite(where: str, a: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(a)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        kind = "NaN" if np.isnan(a[idx]) else "infinite"
+        raise DataError(f"{where}: {what} contains {int(bad.sum())} NaN/inf value(s); first {kind} at index "
+                        f"{idx}. Clean or impute the data first.")
+
+
+# --- csv ------------------------------------------------------------------------------------------
+
+
+class CSVKnobs(Knobs):
+    path: str = Field(..., description="CSV file with a header row")
+    target: str = Field(..., description="name of the target column")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="field separator, e.g. ';' or '\\t'")
+    task: TaskKnob = Field("auto", description="auto: classification for text or few whole-number labels")
+    features: tuple[str, ...] | None = Field(None, description="feature columns (default: all but target)")
+
+
+def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data rows (cells stripped) and each row's line number in the file."""
+    rows, lines = [], []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = None
+            for row in reader:
+                if not row or all(not c.strip() for c in row):
+                    continue  # blank lines
+                if header is None:
+                    header = [c.strip() for c in row]
+                    continue
+                if len(row) != len(header):
+                    raise DataError(f"{path}: line {reader.line_num} has {len(row)} fields, the header has "
+                                    f"{len(header)}; check the delimiter (now {delimiter!r}) and quoting")
+                rows.append([c.strip() for c in row])
+                lines.append(reader.line_num)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: malformed CSV: {e}") from None
+    if header is None:
+        raise DataError(f"{path}: empty file (no header row)")
+    if not rows:
+        raise DataError(f"{path}: has a header but no data rows")
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if dupes:
+        raise DataError(f"{path}: duplicate column name(s) {', '.join(map(repr, dupes))}")
+    return header, rows, lines
+
+
+def _numeric_column(path: Path, name: str, cells: list[str], lines: list[int]) -> np.ndarray:
+    try:
+        col = np.asarray(cells).astype(np.float64)
+    except ValueError:
+        col = np.empty(len(cells))
+        for i, c in enumerate(cells):
+            if c.lower() in MISSING:
+                col[i] = np.nan
+                continue
+            try:
+                col[i] = float(c)
+            except ValueError:
+                raise DataError(
+                    f"{path}: column {name!r} has a non-numeric value {c!r} at line {lines[i]}; encode "
+                    "categories as numbers or leave the column out with `features: [...]`") from None
+    bad = ~np.isfinite(col)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{path}: column {name!r} has a missing or non-finite value {cells[i]!r} at line "
+                        f"{lines[i]} ({int(bad.sum())} such cell(s) in the column); fill or drop them first")
+    return col
+
+
+@DATASETS.register("csv", CSVKnobs, task="any", kind="tabular")
+def csv_file(knobs: CSVKnobs) -> RawData:
+    """A CSV file with a header row: numeric feature columns and one target column (labels or values)."""
+    path = _resolve(knobs.path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    header, rows, lines = _read_csv(path, knobs.delimiter)
+    if knobs.target not in header:
+        hint = (f"; only one column was found: is the delimiter {knobs.delimiter!r} right?"
+                if len(header) == 1 else "")
+        raise DataError(f"{path}: no target column {knobs.target!r}; columns: {', '.join(header)}{hint}")
+    features = list(knobs.features) if knobs.features is not None else [c for c in header if c != knobs.target]
+    missing = [c for c in features if c not in header]
+    if missing:
+        raise DataError(f"{path}: no feature column(s) {', '.join(map(repr, missing))}; columns: "
+                        f"{', '.join(header)}")
+    if knobs.target in features:
+        raise DataError(f"{path}: the target column {knobs.target!r} is also listed in features")
+    if not features:
+        raise DataError(f"{path}: no feature columns besides the target {knobs.target!r}")
+    columns = list(zip(*rows))
+    x = np.stack([_numeric_column(path, c, list(columns[header.index(c)]), lines) for c in features], axis=1)
+
+    target_cells = list(columns[header.index(knobs.target)])
+    empty = [i for i, c in enumerate(target_cells) if c.lower() in MISSING]
+    if empty:
+        raise DataError(f"{path}: target column {knobs.target!r} has a missing value {target_cells[empty[0]]!r} "
+                        f"at line {lines[empty[0]]} ({len(empty)} such cell(s)); drop those rows first")
+    try:
+        y = np.asarray(target_cells).astype(np.float64)
+    except ValueError:
+        y = np.asarray(target_cells)
+    if y.dtype == np.float64:
+        _check_finite(f"{path}: column {knobs.target!r}", y, "the target")
+    task, y, _, names = _targets(f"{path}: column {knobs.target!r}", knobs.task, y)
+    return RawData(x.astype(np.float32), y, task, "tabular", class_names=names, source=str(path))
+
+
+# --- npz ------------------------------------------------------------------------------------------
+
+
+class NPZKnobs(Knobs):
+    path: str = Field(..., description="NumPy .npz file (np.savez)")
+    x_key: str = Field("x", description="array of inputs: (N, F) tabular, (N, C, L) signal, (N, C, H, W) image")
+    y_key: str = Field("y", description="array of targets: labels (N,) or values (N,) / (N, K)")
+    task: TaskKnob = Field("auto", description="auto: classification for text or few whole-number labels")
+
+
+KIND_BY_RANK = {2: "tabular", 3: "signal", 4: "image"}
+
+
+def _test_keys(x_key: str, y_key: str, keys: list[str]) -> tuple[str, str] | None:
+    pairs = [(f"{x_key}_test", f"{y_key}_test")]
+    if "train" in x_key and "train" in y_key:
+        pairs.append((x_key.replace("train", "test"), y_key.replace("train", "test")))
+    pairs.append(("x_test", "y_test"))
+    for xk, yk in pairs:
+        if xk in keys and yk in keys:
+            return xk, yk
+    return None
+
+
+def _npz_inputs(path: Path, key: str, a: np.ndarray) -> np.ndarray:
+    if a.dtype == bool:
+        a = a.astype(np.uint8)
+    if not np.issubdtype(a.dtype, np.number):
+        raise DataError(f"{path}: array {key!r} is not numeric (dtype {a.dtype})")
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim not in KIND_BY_RANK:
+        raise DataError(f"{path}: array {key!r} has shape {a.shape}; expected (N, F), (N, C, L) or (N, C, H, W)")
+    scale = 1 / 255 if a.dtype == np.uint8 and a.ndim == 4 else 1  # 8-bit images to [0, 1], like idx
+    out = a.astype(np.float32) * np.float32(scale)
+    _check_finite(str(path), out, f"array {key!r}")
+    return out
+
+
+@DATASETS.register("npz", NPZKnobs, task="any", kind="any")
+def npz_file(knobs: NPZKnobs) -> RawData:
+    """A NumPy .npz file with inputs and targets (and optionally its own x_test / y_test split).
+
+    The kind follows the rank of x: 2 → tabular, 3 → signal (N, C, L), 4 → image (N, C, H, W); a 1-D x is
+    one feature. 8-bit (uint8) images are scaled to [0, 1].
+    """
+    path = _resolve(knobs.path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: holds a single array (a .npy file); save inputs and targets together "
+                            "with np.savez(path, x=..., y=...)")
+        with z:
+            keys = list(z.files)
+            absent = [k for k in (knobs.x_key, knobs.y_key) if k not in keys]
+            if absent:
+                raise DataError(f"{path}: no array(s) {', '.join(map(repr, absent))}; arrays in the file: "
+                                f"{', '.join(keys) or 'none'} (set x_key / y_key)")
+            test = _test_keys(knobs.x_key, knobs.y_key, keys)
+            arrays = {k: z[k] for k in (knobs.x_key, knobs.y_key, *(test or ()))}
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    except ValueError as e:  # object arrays need pickle, which we refuse for safety
+        raise DataError(f"{path}: cannot read ({e}); save plain numeric or string arrays") from None
+
+    def pair(xk: str, yk: str):
+        x, y = arrays[xk], arrays[yk]
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+            raise DataError(f"{path}: {xk!r} has {len(x) if x.ndim else 0} samples but {yk!r} has "
+                            f"{len(y) if y.ndim else 0}; they must match")
+        return _npz_inputs(path, xk, x), y
+
+    x, y = pair(knobs.x_key, knobs.y_key)
+    x_test = y_test = None
+    if test is not None:
+        x_test, y_test = pair(*test)
+        for (k, a), (kt, at) in (((knobs.x_key, x), (test[0], x_test)), ((knobs.y_key, y), (test[1], y_test))):
+            if a.shape[1:] != at.shape[1:]:
+                raise DataError(f"{path}: {kt!r} samples have shape {at.shape[1:]} but {k!r} samples have "
+                                f"{a.shape[1:]}")
+    task, y, y_test, names = _targets(f"{path}: array {knobs.y_key!r}", knobs.task, y, y_test)
+    if task == "regression":
+        _check_finite(str(path), y, f"array {knobs.y_key!r}")
+        if y_test is not None:
+            _check_finite(str(path), y_test, f"array {test[1]!r}")
+    return RawData(x, y, task, KIND_BY_RANK[x.ndim], x_test=x_test, y_test=y_test, class_names=names,
+                   source=str(path))
+
+
+# --- idx (MNIST format) ---------------------------------------------------------------------------
+
+
+class IDXKnobs(Knobs):
+    path: str = Field(..., description="folder with train-images-idx3-ubyte, ... (optionally .gz)")
+    limit: int | None = Field(None, ge=3, description="use at most this many training samples (seeded subset)")
+
+
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def _find_idx(folder: Path, name: str) -> Path | None:
+    # some downloads spell the names with a dot: train-images.idx3-ubyte
+    dotted = name.replace("-idx", ".idx")
+    for base in (name, dotted):
+        for candidate in (folder / base, folder / f"{base}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read one IDX file (plain or gzipped): a big-endian header, then the array.
+
+    The header is two zero bytes, a dtype code (0x08 ubyte ... 0x0E float64), the number of dimensions,
+    then each dimension as a big-endian uint32.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            buf = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    if len(buf) < 4 or buf[0] != 0 or buf[1] != 0 or buf[2] not in IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number {buf[:4].hex() or 'empty'}; "
+                        "expected 0000 then a dtype code and the number of dimensions)")
+    dtype, ndim = np.dtype(IDX_DTYPES[buf[2]]), buf[3]
+    head = 4 + 4 * ndim
+    if ndim == 0 or len(buf) < head:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = tuple(int(d) for d in np.frombuffer(buf, ">u4", count=ndim, offset=4))
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(buf) - head != expected:
+        raise DataError(f"{path}: header says shape {dims} ({expected} bytes of data) but the file has "
+                        f"{len(buf) - head}; the file is truncated or corrupt")
+    return np.frombuffer(buf, dtype, offset=head).reshape(dims)
+
+
+def _idx_split(folder: Path, which: str) -> tuple[np.ndarray, np.ndarray]:
+    files = {}
+    for part in ("images", "labels"):
+        name = IDX_FILES[f"{which}_{part}"]
+        found = _find_idx(folder, name)
+        if found is None:
+            raise DataError(f"{folder}: missing {name} (or {name}.gz)")
+        files[part] = found
+    images, labels = read_idx(files["images"]), read_idx(files["labels"])
+    if images.ndim != 3:
+        raise DataError(f"{files['images']}: expected images of shape (N, H, W), got {images.shape}")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{files['labels']}: expected integer labels of shape (N,), got {labels.shape} "
+                        f"{labels.dtype}")
+    if len(images) != len(labels):
+        raise DataError(f"{files['images']} has {len(images)} images but {files['labels']} has {len(labels)} "
+                        "labels")
+    x = images[:, None].astype(np.float32)
+    if images.dtype == np.uint8:
+        x /= 255.0
+    return x, labels.astype(np.int64)
+
+
+@DATASETS.register("idx", IDXKnobs, task="classification", kind="image")
+def idx_folder(knobs: IDXKnobs) -> RawData:
+    """MNIST-format IDX files in a folder (MNIST, Fashion-MNIST...): 1×H×W images in [0, 1], own test split."""
+    folder = _resolve(knobs.path)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    x, y = _idx_split(folder, "train")
+    x_test, y_test = _idx_split(folder, "test")
+    if x.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"{folder}: train images are {x.shape[2:]} but test images are {x_test.shape[2:]}")
+    if knobs.limit is not None and knobs.limit < len(x):
+        # a fixed-seed subset: the same samples every run, whatever the file's order
+        keep = np.sort(np.random.default_rng(0).choice(len(x), knobs.limit, replace=False))
+        x, y = x[keep], y[keep]
+    if y.min() < 0 or y_test.min() < 0:
+        raise DataError(f"{folder}: labels must be >= 0")
+    n_classes = int(max(y.max(), y_test.max())) + 1
+    return RawData(x, y, "classification", "image", x_test=x_test, y_test=y_test,
+                   class_names=[str(i) for i in range(n_classes)], source=str(folder))
+
+
+# --- image folder ---------------------------------------------------------------------------------
+
+
+class ImageFolderKnobs(Knobs):
+    path: str = Field(..., description="root folder: one subfolder of images per class (or train/ and test/)")
+    size: int = Field(32, ge=2, le=1024, description="images are resized to size × size")
+    grayscale: bool = Field(False, description="1 grey channel instead of 3 RGB channels")
+
+
+def _class_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def _scan(root: Path, classes: list[str] | None = None) -> list[tuple[Path, str]]:
+    """(image file, class name) pairs under ``root``; ``classes`` restricts to known class names."""
+    folders = _class_folders(root)
+    if not folders:
+        loose = len(_images_in(root))
+        hint = f"; found {loose} image(s) directly in it: put them in one subfolder per class" if loose else ""
+        raise DataError(f"{root}: no class subfolders (expected one folder of images per class){hint}")
+    items = []
+    for folder in folders:
+        if classes is not None and folder.name not in classes:
+            raise DataError(f"{folder}: class {folder.name!r} is not among the training classes "
+                            f"({', '.join(classes)})")
+        images = _images_in(folder)
+        if not images:
+            raise DataError(f"{folder}: class folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        items += [(p, folder.name) for p in images]
+    return items
+
+
+def _load_images(items: list[tuple[Path, str]], size: int, grayscale: bool) -> np.ndarray:
+    from PIL import Image
+
+    mode = "L" if grayscale else "RGB"
+    out = np.empty((len(items), 1 if grayscale else 3, size, size), dtype=np.float32)
+    for i, (p, _) in enumerate(items):
+        try:
+            with Image.open(p) as im:
+                im = im.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
+                a = np.asarray(im, dtype=np.float32)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise DataError(f"{p}: unreadable image ({e})") from None
+        out[i] = a[None] if grayscale else a.transpose(2, 0, 1)
+    out /= 255.0
+    return out
+
+
+@DATASETS.register("image_folder", ImageFolderKnobs, task="classification", kind="image")
+def image_folder(knobs: ImageFolderKnobs) -> RawData:
+    """A folder of images, one subfolder per class; a train/ (and test/) subfolder gives own splits.
+
+    Images (png, jpg, jpeg, bmp, gif; first frame) are converted to RGB or grey and resized to size × size
+    without keeping the aspect ratio. Class indices follow the sorted subfolder names.
+    """
+    root = _resolve(knobs.path)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    train_root, test_root = root, None
+    if (root / "train").is_dir():
+        train_root = root / "train"
+        test_root = root / "test" if (root / "test").is_dir() else None
+    train = _scan(train_root)
+    classes = sorted({c for _, c in train})
+    test = _scan(test_root, classes) if test_root is not None else None
+    index = {c: i for i, c in enumerate(classes)}
+
+    def labels(items):
+        return np.array([index[c] for _, c in items], dtype=np.int64)
+
+    x = _load_images(train, knobs.size, knobs.grayscale)
+    x_test = y_test = None
+    if test is not None:
+        x_test, y_test = _load_images(test, knobs.size, knobs.grayscale), labels(test)
+    return RawData(x, labels(train), "classification", "image", x_test=x_test, y_test=y_test,
+                   class_names=classes, source=str(root))

@@ -1,0 +1,95 @@
+import pytest
+
+from dnntune.config import apply_overrides, find_dimensions, load_recipe, validate_recipe
+from dnntune.errors import ConfigError
+from tests.conftest import tiny, write_recipe
+
+
+def test_minimal_recipe_gets_defaults():
+    r = validate_recipe({"data": {"name": "iris"}, "model": {"family": "mlp"}})
+    assert r.optim.name == "adamw" and r.schedule.name == "constant" and r.loss.name == "auto"
+    assert r.model.knobs.width == 256
+    assert r.data.val_fraction == 0.1 and r.data.test_fraction == 0.2
+
+
+def test_round_trip_through_yaml(tmp_path):
+    r = validate_recipe(tiny(schedule={"name": "cosine", "warmup_epochs": 1, "min_factor": 0.1}))
+    path = tmp_path / "r.yaml"
+    path.write_text(r.to_yaml())
+    assert load_recipe(path) == r
+
+
+@pytest.mark.parametrize("raw, field, allowed", [
+    (tiny(optim={"name": "adam", "lr": 0.1, "momentun": 0.9}), "optim.momentun", "beta1"),
+    (tiny(model={"family": "mlp", "widht": 3}), "model.widht", "width"),
+    (tiny(train={"epochs": 3, "bogus": 1}), "train.bogus", "batch_size"),
+    (tiny(train={"early_stopping": {"patiense": 3}}), "train.early_stopping.patiense", "patience"),
+    ({**tiny(), "extra": 1}, "extra", "augment"),
+])
+def test_unknown_keys_name_the_field_and_list_allowed(raw, field, allowed):
+    with pytest.raises(ConfigError) as e:
+        validate_recipe(raw)
+    assert f"{field}: unknown" in str(e.value) and allowed in str(e.value)
+
+
+@pytest.mark.parametrize("section, key, name", [
+    ("data", "name", "mnist2d"), ("model", "family", "vgg"), ("optim", "name", "adamx"),
+    ("schedule", "name", "warm"), ("loss", "name", "hinge"),
+])
+def test_unknown_names_list_valid_ones(section, key, name):
+    raw = tiny()
+    raw[section] = {**raw.get(section, {}), key: name}
+    with pytest.raises(ConfigError) as e:
+        validate_recipe(raw)
+    msg = str(e.value)
+    assert f"{section}.{key}" in msg and repr(name) in msg and "allowed:" in msg
+
+
+@pytest.mark.parametrize("patch, field", [
+    ({"optim": {"name": "adam", "lr": -1}}, "optim.lr"),
+    ({"train": {"epochs": "many"}}, "train.epochs"),
+    ({"train": {"batch_size": 0}}, "train.batch_size"),
+    ({"model": {"family": "mlp", "dropout": 1.5}}, "model.dropout"),
+    ({"data": {"name": "iris", "val_fraction": 1.0}}, "data.val_fraction"),
+    ({"train": {"device": "gpu7"}}, "train.device"),
+    ({"optim": {"name": "sgd", "nesterov": True}}, "optim"),
+    ({"seed": -3}, "seed"),
+])
+def test_wrong_types_and_ranges(patch, field):
+    with pytest.raises(ConfigError) as e:
+        validate_recipe(tiny(**patch))
+    assert str(e.value).startswith(field)
+
+
+def test_search_dimension_is_refused_by_train():
+    with pytest.raises(ConfigError, match=r"optim.lr: is a search dimension"):
+        validate_recipe(tiny(optim={"name": "adam", "lr": {"float": [1e-4, 1e-1], "log": True}}))
+
+
+def test_find_dimensions_and_overrides():
+    raw = {"optim": {"lr": {"float": [0.1, 1]}}, "model": {"family": {"choice": ["mlp", "cnn1d"]}}}
+    assert sorted(find_dimensions(raw)) == ["model.family", "optim.lr"]
+    out = apply_overrides(tiny(), ["optim.lr=0.5", "train.early_stopping.patience=4", "model.norm=batch"])
+    assert out["optim"]["lr"] == 0.5 and out["train"]["early_stopping"]["patience"] == 4
+    assert validate_recipe(out).model.knobs.norm == "batch"
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        apply_overrides({}, ["optim.lr"])
+
+
+def test_conditional_knobs_for_the_chosen_option():
+    r = validate_recipe(tiny(model={"family": "mlp", "mlp": {"width": 8}, "cnn1d": {"channels": 4}}))
+    assert r.model.knobs.width == 8
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("data: {name: iris\nmodel: [\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: malformed YAML \(line"):
+        load_recipe(p)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_cli_seed_overrides_file(tmp_path):
+    p = write_recipe(tmp_path / "r.yaml", tiny())
+    assert load_recipe(p, seed=7).seed == 7

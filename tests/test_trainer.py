@@ -1,0 +1,128 @@
+import json
+import math
+
+import pytest
+import torch
+
+from dnntune.config import validate_recipe
+from dnntune.data import load_data
+from dnntune.engine import Trainer, train
+from dnntune.engine.checkpoint import load_checkpoint, load_weights
+from dnntune.errors import TrainingDiverged
+from tests.conftest import tiny
+
+
+def test_same_seed_same_metrics_on_cpu():
+    r = validate_recipe(tiny(augment={"noise": 0.1}, train={"epochs": 3, "batch_size": 16}))
+    a, b = train(r), train(r)
+    assert a.metrics == b.metrics
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    c = train(r.model_copy(update={"seed": 1}))
+    assert [h["train_loss"] for h in c.history] != [h["train_loss"] for h in a.history]
+
+
+def test_run_folder_contents(tmp_path):
+    r = validate_recipe(tiny())
+    res = train(r, out_dir=tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"train", "val", "test"}
+    assert summary["epochs"] == 3 and summary["params"] == res.params and summary["wall_seconds"] > 0
+    assert "confusion_matrix" in summary["metrics"]["test"]
+    assert (tmp_path / "recipe.yaml").exists() and (tmp_path / "curves.csv").exists()
+    assert len((tmp_path / "curves.jsonl").read_text().splitlines()) == 3
+    model = res.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for p in model.parameters():
+        p.data.zero_()
+    load_weights(tmp_path / "model.safetensors", model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path):
+    r = validate_recipe(tiny(train={"epochs": 6, "batch_size": 16}, augment={"noise": 0.05}))
+    full = train(r)
+
+    class Stop(Exception):
+        pass
+
+    def kill_after_3(epoch, row):
+        if epoch == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        Trainer(r, out_dir=tmp_path, on_epoch_end=kill_after_3).fit()
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 2  # 0-based: epochs 1-3 are in the checkpoint
+    resumed = Trainer(r, out_dir=tmp_path).fit()
+    assert resumed.epochs == 6
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in full.history])
+    assert resumed.metrics["test"]["accuracy"] == full.metrics["test"]["accuracy"]
+
+
+def test_nan_loss_stops_with_epoch_and_keeps_checkpoint_and_curves(tmp_path):
+    r = validate_recipe(tiny(optim={"name": "sgd", "lr": 1e12}, train={"epochs": 5, "batch_size": 16}))
+    with pytest.raises(TrainingDiverged) as e:
+        train(r, out_dir=tmp_path)
+    assert f"at epoch {e.value.epoch}" in str(e.value)
+    rows = [json.loads(line) for line in (tmp_path / "curves.jsonl").read_text().splitlines()]
+    assert rows and not math.isfinite(rows[-1]["train_loss"])
+    if e.value.epoch > 1:
+        state = load_checkpoint(tmp_path / "checkpoint.pt")
+        assert state["epoch"] == e.value.epoch - 2
+        assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_early_stopping_and_restore_best():
+    r = validate_recipe(tiny(train={"epochs": 50, "batch_size": 16, "early_stopping": {"patience": 2}},
+                             optim={"name": "sgd", "lr": 1e-6}))
+    res = train(r)
+    assert res.stopped == "early_stopping" and res.epochs < 50
+    assert res.metrics["val"]["accuracy"] == max(h["val_accuracy"] for h in res.history)
+
+
+def test_hook_can_stop_and_sees_metrics():
+    seen = []
+
+    def hook(epoch, row):
+        seen.append((epoch, row["val_accuracy"], row["lr"]))
+        return epoch == 2
+
+    res = train(validate_recipe(tiny(train={"epochs": 10})), on_epoch_end=hook)
+    assert res.stopped == "callback" and res.epochs == 2 and [s[0] for s in seen] == [1, 2]
+
+
+def test_batch_growth_on_schedule():
+    r = validate_recipe(tiny(train={"epochs": 4, "batch_size": 8, "batch_growth": {"every_epochs": 1,
+                                                                                      "factor": 2}}))
+    assert [h["batch_size"] for h in train(r).history] == [8, 16, 32, 64]
+
+
+def test_regression_on_diabetes_with_l1_and_clipping():
+    r = validate_recipe({"data": {"name": "diabetes"}, "model": {"family": "mlp", "width": 32},
+                         "optim": {"name": "adamw", "lr": 0.01},
+                         "train": {"epochs": 20, "l1": 1e-4, "grad_clip": 1.0}})
+    res = train(r)
+    assert set(res.metrics["test"]) >= {"mse", "mae", "r2"}
+    assert res.metrics["test"]["r2"] > 0.2
+
+
+def test_l1_penalty_shrinks_weights():
+    base = tiny(train={"epochs": 10, "batch_size": 16})
+    plain = train(validate_recipe(base)).model
+    sparse = train(validate_recipe({**base, "train": {**base["train"], "l1": 0.01}})).model
+
+    def l1(m):
+        return sum(p.abs().sum() for p in m.parameters() if p.ndim >= 2)
+
+    assert l1(sparse) < l1(plain)
+
+
+def test_normalization_uses_train_split_only():
+    r = validate_recipe(tiny())
+    data = load_data(r.data, r.seed)
+    assert torch.allclose(data.train.x.mean(0), torch.zeros(4), atol=1e-5)
+    assert not torch.allclose(data.test.x.mean(0), torch.zeros(4), atol=1e-3)
+    assert len(data.test) == 30 and len(data.val) == 12
+    # stratified: every class in every split
+    for split in (data.train, data.val, data.test):
+        assert set(split.y.tolist()) == {0, 1, 2}
