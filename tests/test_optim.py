@@ -1,11 +1,9 @@
 import pytest
 import torch
 
-from dnntune.config import OptimSection
+from dnntune.config import ModelSection, OptimSection
 from dnntune.engine.optim import OPTIMIZERS, build_optimizer
-from dnntune.models import InputSpec, build_model
-from dnntune.config import ModelSection
-from dnntune.models import MODELS
+from dnntune.models import MODELS, InputSpec, build_model
 
 
 def mlp_with_norm():

@@ -130,8 +130,8 @@ def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[list[str]], l
             reader = csv.reader(f, delimiter=delimiter)
             header = None
             for row in reader:
-                if not row or all(not c.strip() for c in row):
-                    continue  # blank lines
+                if not "".join(row).strip():
+                    continue  # blank lines, and rows of empty fields a spreadsheet leaves at the end
                 if header is None:
                     header = [c.strip() for c in row]
                     continue

@@ -2,15 +2,8 @@
 
 from . import conv as _conv  # noqa: F401  (registers families)
 from . import dense as _dense  # noqa: F401
+from . import resnet as _resnet  # noqa: F401
+from . import sequence as _sequence  # noqa: F401
 from .core import ACTIVATIONS, MODELS, InputSpec, build_model, count_params
-
-try:  # families still being written
-    from . import sequence as _sequence  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from . import resnet as _resnet  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
 
 __all__ = ["ACTIVATIONS", "MODELS", "InputSpec", "build_model", "count_params"]

@@ -1,0 +1,93 @@
+"""Study storage: an embedded journal file by default, any SQLAlchemy URL (PostgreSQL...) otherwise.
+
+The embedded default is Optuna's ``JournalFileBackend``: an append-only log with file locks, safe
+for many processes on one machine (no "database is locked" as with SQLite) and readable by the
+stock ``optuna`` CLI and ``optuna-dashboard``. Optuna's journal storage has no heartbeats, so
+:class:`HeartbeatJournalStorage` adds them (as trial system attributes) to let Optuna's own
+stale-trial machinery re-run the trials of a killed worker. RDB URLs use Optuna's RDB heartbeats.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from ..errors import ConfigError
+
+HEARTBEAT_INTERVAL = 5     # seconds between heartbeats of a running trial
+GRACE_PERIOD = 20          # a running trial without heartbeat for this long belongs to a dead worker
+MAX_RETRY = 3              # a trial whose worker died is re-run at most this many times
+JOURNAL_NAME = "study.journal"
+_HB_KEY = "dnntune:heartbeat"
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """``JournalStorage`` with heartbeats, so stale trials of killed workers are failed and retried."""
+
+    def __init__(self, path: str | Path, heartbeat_interval: int = HEARTBEAT_INTERVAL,
+                 grace_period: int = GRACE_PERIOD, max_retry: int = MAX_RETRY):
+        super().__init__(JournalFileBackend(str(path)))
+        self.path = str(path)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self._stale_callback = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, _HB_KEY, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = t.system_attrs.get(_HB_KEY)
+            if beat is None and t.datetime_start is not None:
+                beat = t.datetime_start.timestamp()
+            if beat is not None and now - float(beat) > self.grace_period:
+                stale.append(t._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self._stale_callback
+
+
+def open_storage(url: str | None, run_dir: Path | None = None) -> BaseStorage:
+    """Open a study storage: ``None`` → ``RUN_DIR/study.journal``; a path → that journal file;
+    ``postgresql://...``, ``sqlite:///...``, ``mysql://...`` → Optuna's RDB storage with heartbeats."""
+    if url is None:
+        if run_dir is None:
+            raise ConfigError("--storage: give a storage URL or a run folder")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return HeartbeatJournalStorage(run_dir / JOURNAL_NAME)
+    if "://" in url:
+        try:
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                              engine_kwargs={"pool_pre_ping": True})
+        except Exception as e:  # sqlalchemy's errors are many; the user needs the URL and the cause
+            raise ConfigError(f"--storage: cannot open {url!r}: {type(e).__name__}: {e}") from None
+    path = Path(url)
+    if path.is_dir():
+        path = path / JOURNAL_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return HeartbeatJournalStorage(path)
+
+
+def describe(storage: BaseStorage) -> str:
+    if isinstance(storage, HeartbeatJournalStorage):
+        return storage.path
+    if isinstance(storage, RDBStorage):
+        return storage.url
+    return type(storage).__name__
+
+
+def study_names(storage: BaseStorage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
