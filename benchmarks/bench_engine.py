@@ -8,7 +8,6 @@ under the same conditions mean anything.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import statistics
 import subprocess
@@ -159,6 +158,58 @@ def same_work_check(recipe, data) -> float:
     return max(float((plain[k].double() - eng[k].double()).abs().max()) for k in plain)
 
 
+def _fit_seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+PARTS = ["train loop", "setup (model, optimizer)", "per-epoch validation", "  of which metrics, per-epoch validation",
+         "final eval (train/val/test)", "  of which metrics, final eval", "checkpoint every epoch",
+         "run folder (weights, summary, git)"]
+
+
+def _compare(label: str, recipe, data, repeats: int, quick: bool, tmp_root: Path) -> tuple[str, str]:
+    """One configuration: the four arms interleaved; a throughput row and a breakdown row."""
+    parts: list[dict] = []
+
+    def engine():
+        res = Trainer(recipe, data=data).fit()
+        assert res.epochs == recipe.train.epochs
+
+    def engine_out():
+        Trainer(recipe, data=data, out_dir=tempfile.mkdtemp(dir=tmp_root), resume=False).fit()
+
+    def timed():
+        tr = TimedTrainer(recipe, data=data, out_dir=tempfile.mkdtemp(dir=tmp_root), resume=False)
+        with _timed_internals([tr]):
+            tr.t["total fit"] = _fit_seconds(tr.fit)
+        parts.append(dict(tr.t))
+        return tr.t["total fit"]
+
+    times = _interleave({"plain": lambda: _fit_seconds(lambda: plain_fit(recipe, data)),
+                         "engine": lambda: _fit_seconds(engine), "engine_out": lambda: _fit_seconds(engine_out),
+                         "timed": timed}, repeats, warmup=not quick)
+    if not quick:
+        del parts[0]  # the warm-up run
+    t = recipe.train
+    n_samples = t.epochs * _samples_per_epoch(len(data.train), t.batch_size)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    sps = {k: n_samples / v for k, v in med.items()}
+    paired = [p / e for p, e in zip(times["plain"], times["engine"])]
+    part = {k: statistics.median(p.get(k, 0.0) for p in parts) for k in {k for p in parts for k in p}}
+    loop, val = part["train loop"], part.get("per-epoch validation", 0.0)
+    row = (f"| {label} | {t.threads} | {t.batch_size} | {t.epochs} | {sps['plain']:,.0f} | {sps['engine']:,.0f} | "
+           f"**{sps['engine'] / sps['plain']:.3f}** ({min(paired):.2f}–{max(paired):.2f}) | "
+           f"{med['plain'] / loop:.3f} | {med['plain'] / (loop + val):.3f} | {sps['engine_out']:,.0f} | "
+           f"{sps['engine_out'] / sps['plain']:.3f} |")
+    total = part.pop("total fit")
+    other = total - sum(v for k, v in part.items() if not k.startswith("  "))
+    cells = [f"{part.get(k, 0.0) * 1e3:,.0f} ms ({part.get(k, 0.0) / total:.1%})" for k in PARTS]
+    cells.append(f"{other * 1e3:,.0f} ms ({other / total:.1%})")
+    return row, f"| {label} | {t.threads} | {total * 1e3:,.0f} ms | " + " | ".join(cells) + " |"
+
+
 def engine_vs_plain(quick: bool) -> str:
     repeats = 1 if quick else 5
     thread_counts = (1,) if quick else (1, 2)
@@ -168,74 +219,13 @@ def engine_vs_plain(quick: bool) -> str:
         for label, data_sec, model_sec, bs, epochs_full, epochs_quick in CASES:
             epochs = epochs_quick if quick else epochs_full
             data = load_data(_recipe(data_sec, model_sec, bs, 1, 1).data, 0)
-            n_samples = epochs * _samples_per_epoch(len(data.train), bs)
             for threads in thread_counts:
                 recipe = _recipe(data_sec, model_sec, bs, epochs, threads)
                 if threads == 1:
                     checks.append((label, same_work_check(recipe, data)))
-                timed: dict[str, float] = {}
-                counter = [0]
-
-                def run_plain(recipe=recipe, data=data):
-                    t0 = time.perf_counter()
-                    plain_fit(recipe, data)
-                    return time.perf_counter() - t0
-
-                def run_engine(recipe=recipe, data=data):
-                    t0 = time.perf_counter()
-                    res = Trainer(recipe, data=data).fit()
-                    dt = time.perf_counter() - t0
-                    assert res.epochs == recipe.train.epochs
-                    return dt
-
-                def run_engine_out(recipe=recipe, data=data):
-                    counter[0] += 1
-                    out = tmp_root / f"run{counter[0]}"
-                    t0 = time.perf_counter()
-                    Trainer(recipe, data=data, out_dir=out, resume=False).fit()
-                    dt = time.perf_counter() - t0
-                    shutil.rmtree(out, ignore_errors=True)
-                    return dt
-
-                parts: list[dict] = []
-
-                def run_timed(recipe=recipe, data=data, parts=parts):
-                    counter[0] += 1
-                    out = tmp_root / f"run{counter[0]}"
-                    tr = TimedTrainer(recipe, data=data, out_dir=out, resume=False)
-                    with _timed_internals([tr]):
-                        t0 = time.perf_counter()
-                        tr.fit()
-                        dt = time.perf_counter() - t0
-                    shutil.rmtree(out, ignore_errors=True)
-                    tr.t["total fit"] = dt
-                    parts.append(dict(tr.t))
-                    return dt
-
-                times = _interleave({"plain": run_plain, "engine": run_engine, "engine_out": run_engine_out,
-                                     "timed": run_timed}, repeats, warmup=not quick)
-                if not quick:
-                    parts[:] = parts[1:]  # drop the warm-up run's parts
-                med = {k: statistics.median(v) for k, v in times.items()}
-                sps = {k: n_samples / v for k, v in med.items()}
-                paired = [p / e for p, e in zip(times["plain"], times["engine"])]
-                loop = statistics.median(p["train loop"] for p in parts)
-                timed.update({k: statistics.median(p.get(k, 0.0) for p in parts)
-                              for k in {k for p in parts for k in p}})
-                rows.append(
-                    f"| {label} | {threads} | {bs} | {epochs} | {sps['plain']:,.0f} | {sps['engine']:,.0f} | "
-                    f"**{sps['engine'] / sps['plain']:.3f}** ({min(paired):.2f}–{max(paired):.2f}) | "
-                    f"{med['plain'] / loop:.3f} | {sps['engine_out']:,.0f} | {sps['engine_out'] / sps['plain']:.3f} |")
-                total = timed.pop("total fit")
-                order = ["train loop", "setup (model, optimizer)", "per-epoch validation",
-                         "  of which metrics, per-epoch validation", "final eval (train/val/test)",
-                         "  of which metrics, final eval", "checkpoint every epoch",
-                         "run folder (weights, summary, git)"]
-                known = sum(v for k, v in timed.items() if not k.startswith("  "))
-                cells = [f"{timed.get(k, 0.0) * 1e3:,.0f} ms ({timed.get(k, 0.0) / total:.1%})" for k in order]
-                other = total - known
-                cells.append(f"{other * 1e3:,.0f} ms ({other / total:.1%})")
-                breakdown.append(f"| {label} | {threads} | {total * 1e3:,.0f} ms | " + " | ".join(cells) + " |")
+                row, parts = _compare(label, recipe, data, repeats, quick, tmp_root)
+                rows.append(row)
+                breakdown.append(parts)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
 
@@ -254,11 +244,12 @@ def engine_vs_plain(quick: bool) -> str:
         f"call. {cfg}. Arms interleaved plain, engine, engine + out_dir, engine with timers; "
         f"{repeats} repeat(s){'' if quick else ' after one warm-up of each arm'}, median per arm. "
         "In brackets: range of the per-repeat paired ratios. *Loop only* = plain time / the engine's time "
-        "inside `_train_epoch` (from the timed arm).",
+        "inside `_train_epoch` (from the timed arm); *per epoch* = plain time / (train loop + per-epoch "
+        "validation), the steady-state ratio of a long run, without the one-off setup and final evaluation.",
         "",
         "| data / model | threads | batch | epochs | plain samples/s | engine samples/s | engine / plain | "
-        "loop only | engine + out_dir samples/s | + out_dir / plain |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "loop only | per epoch | engine + out_dir samples/s | + out_dir / plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Where the engine's time goes (timed arm, with `out_dir`; median per part over the repeats, share of "
@@ -321,18 +312,26 @@ def loader_bench(quick: bool) -> str:
 # --- 3. peak memory of `dnntune train` ----------------------------------------------------------------------
 
 
+# A bare interpreter that runs the command and reports RUSAGE_CHILDREN. Measuring from this (large) process
+# directly would be wrong: a child's ru_maxrss starts from the RSS of the process that forked it (Linux
+# carries the pre-exec high-water mark over), so every child would show at least this process's RSS.
+_LAUNCHER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[2:]).returncode; "
+             "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+             "sys.exit(rc)")
+
+
 def _peak_rss(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """Run ``cmd`` to completion; its peak RSS in MB (from wait4's rusage of that child alone) and seconds."""
-    with tempfile.TemporaryFile() as log:
+    """Run ``cmd`` to completion under a small launcher; its peak RSS in MB and wall seconds."""
+    with tempfile.TemporaryDirectory() as d:
+        report, log = Path(d) / "maxrss", Path(d) / "log"
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
+        with open(log, "wb") as f:
+            rc = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(report), *cmd], stdout=f,
+                                stderr=subprocess.STDOUT, cwd=cwd).returncode
         dt = time.perf_counter() - t0
-        if p.returncode != 0:
-            log.seek(0)
-            raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{log.read().decode()[-2000:]}")
-    return usage.ru_maxrss / 1024, dt  # Linux: kilobytes
+        if rc != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({rc}):\n{log.read_text()[-2000:]}")
+        return int(report.read_text()) / 1024, dt  # Linux: kilobytes
 
 
 def _dnntune_cmd() -> list[str]:
@@ -360,10 +359,9 @@ def memory_bench(quick: bool) -> str:
             digits.write_text(DIGITS_INLINE)
         extra = ["--set", "train.epochs=1"] if quick else []
         rows = []
-        for what, cmd in [
-            ("`python -c 'import torch'`", [sys.executable, "-c", "import torch"]),
-            ("`python -c 'import dnntune.engine'`", [sys.executable, "-c", "import dnntune.engine"]),
-        ]:
+        baselines = [("`python -c 'import torch'`", [sys.executable, "-c", "import torch"]),
+                     ("`python -c 'import dnntune.engine'`", [sys.executable, "-c", "import dnntune.engine"])]
+        for what, cmd in baselines[1:] if quick else baselines:
             mb, dt = _peak_rss(cmd, ROOT)
             rows.append(f"| {what} | {mb:,.0f} | {dt:.1f} |")
         for i, recipe in enumerate([ROOT / "examples" / "mnist1d-strong.yaml", digits]):
@@ -380,7 +378,8 @@ def memory_bench(quick: bool) -> str:
         "### Peak memory of `dnntune train`",
         "",
         "Each command runs as its own child process (default torch threads, dataset cache already warm); "
-        "peak RSS is the child's `ru_maxrss` from `wait4`, so children never mask each other. "
+        "peak RSS is `ru_maxrss` of that child alone, read by a bare launcher interpreter (a child "
+        "forked straight from the benchmark process would inherit the benchmark's own RSS as its high-water mark). "
         "Wall time is informational only (the machine is shared).",
         "",
         "| command | peak RSS (MB) | wall (s) |",

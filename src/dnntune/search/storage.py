@@ -9,6 +9,8 @@ stale-trial machinery re-run the trials of a killed worker. RDB URLs use Optuna'
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -25,17 +27,35 @@ GRACE_PERIOD = 20          # a running trial without heartbeat for this long bel
 MAX_RETRY = 3              # a trial whose worker died is re-run at most this many times
 JOURNAL_NAME = "study.journal"
 _HB_KEY = "dnntune:heartbeat"
+OWNER_KEY = "dnntune:owner"
+
+
+def owner() -> dict:
+    """Who runs a trial: host and process id (a dead local owner makes its trial stale at once)."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _dead_local_owner(info) -> bool:
+    if not isinstance(info, dict) or info.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError, ValueError, KeyError, TypeError):
+        return False
+    return False
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     """``JournalStorage`` with heartbeats, so stale trials of killed workers are failed and retried."""
 
-    def __init__(self, path: str | Path, heartbeat_interval: int = HEARTBEAT_INTERVAL,
-                 grace_period: int = GRACE_PERIOD, max_retry: int = MAX_RETRY):
+    def __init__(self, path: str | Path, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None, max_retry: int = MAX_RETRY):
         super().__init__(JournalFileBackend(str(path)))
         self.path = str(path)
-        self.heartbeat_interval = heartbeat_interval
-        self.grace_period = grace_period
+        self.heartbeat_interval = heartbeat_interval or _env_int("DNNTUNE_HEARTBEAT", HEARTBEAT_INTERVAL)
+        self.grace_period = grace_period or _env_int("DNNTUNE_GRACE", GRACE_PERIOD)
         self._stale_callback = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def record_heartbeat(self, trial_id: int) -> None:
@@ -48,7 +68,8 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
             beat = t.system_attrs.get(_HB_KEY)
             if beat is None and t.datetime_start is not None:
                 beat = t.datetime_start.timestamp()
-            if beat is not None and now - float(beat) > self.grace_period:
+            if (beat is not None and now - float(beat) > self.grace_period) or _dead_local_owner(
+                    t.system_attrs.get(OWNER_KEY)):
                 stale.append(t._trial_id)
         return stale
 
@@ -57,6 +78,14 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def get_heartbeat_stale_trial_callback(self):
         return self._stale_callback
+
+
+def _env_int(name: str, default: int) -> int:
+    # tests shorten heartbeats; users normally keep the defaults
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
 
 
 def open_storage(url: str | None, run_dir: Path | None = None) -> BaseStorage:
@@ -69,7 +98,8 @@ def open_storage(url: str | None, run_dir: Path | None = None) -> BaseStorage:
         return HeartbeatJournalStorage(run_dir / JOURNAL_NAME)
     if "://" in url:
         try:
-            return RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
+            return RDBStorage(url, heartbeat_interval=_env_int("DNNTUNE_HEARTBEAT", HEARTBEAT_INTERVAL),
+                              grace_period=_env_int("DNNTUNE_GRACE", GRACE_PERIOD),
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
                               engine_kwargs={"pool_pre_ping": True})
         except Exception as e:  # sqlalchemy's errors are many; the user needs the URL and the cause

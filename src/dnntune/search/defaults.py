@@ -1,0 +1,112 @@
+"""The default search space per kind of data: what `dnntune tune --data NAME` searches.
+
+Each space covers architecture family and size, optimizer, learning rate, schedule and warmup,
+batch size, weight decay, L1, dropout, label smoothing and augmentation strength. Ranges are the
+ones that hold good recipes on small and medium datasets; a user's experiment file can narrow,
+widen or fix any of them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+OPTIM = {
+    "name": {"choice": ["adamw", "sgd", "rmsprop"]},
+    "lr": {"float": [3e-4, 3e-2], "log": True},
+    "weight_decay": {"float": [1e-5, 0.1], "log": True},
+    "sgd": {"momentum": {"float": [0.8, 0.99]}, "nesterov": True},
+}
+SCHEDULE = {
+    "name": {"choice": ["cosine", "one_cycle", "step", "constant"]},
+    "warmup_epochs": {"float": [0.0, 3.0]},
+    "step": {"step_epochs": {"int": [5, 15]}, "gamma": {"float": [0.1, 0.5]}},
+}
+TRAIN = {
+    "epochs": 30,
+    "batch_size": {"choice": [32, 64, 128, 256]},
+    "l1": {"choice": [0.0, 1e-6, 1e-5]},
+    "early_stopping": {"patience": 10},
+}
+
+MODELS = {
+    "signal": {
+        "family": {"choice": ["cnn1d", "resnet"]},
+        "cnn1d": {"channels": {"int": [16, 128], "log": True}, "depth": {"int": [2, 5]},
+                  "kernel": {"choice": [3, 5, 7]}, "pooling": {"choice": ["max", "none"]},
+                  "dropout": {"float": [0.0, 0.5]}, "head": {"choice": ["flatten", "avg"]}},
+        "resnet": {"channels": {"int": [16, 64], "log": True}, "stages": {"int": [2, 3]},
+                   "blocks_per_stage": {"int": [1, 2]}, "kernel": {"choice": [3, 5, 7]},
+                   "dropout": {"float": [0.0, 0.5]}},
+    },
+    "image": {
+        "family": {"choice": ["cnn2d", "resnet", "mlp"]},
+        "cnn2d": {"channels": {"int": [16, 96], "log": True}, "depth": {"int": [2, 3]},
+                  "kernel": {"choice": [3, 5]}, "pooling": {"choice": ["max", "none"]},
+                  "dropout": {"float": [0.0, 0.5]}, "head": {"choice": ["flatten", "avg"]}},
+        "resnet": {"channels": {"int": [16, 64], "log": True}, "stages": {"int": [1, 3]},
+                   "blocks_per_stage": {"int": [1, 2]}, "dropout": {"float": [0.0, 0.5]}},
+        "mlp": {"depth": {"int": [1, 3]}, "width": {"int": [64, 1024], "log": True},
+                "dropout": {"float": [0.0, 0.5]}, "norm": {"choice": ["none", "batch"]}},
+    },
+    "tabular": {
+        "family": {"choice": ["mlp", "linear"]},
+        "mlp": {"depth": {"int": [1, 4]}, "width": {"int": [16, 512], "log": True},
+                "activation": {"choice": ["relu", "gelu", "silu"]}, "norm": {"choice": ["none", "batch", "layer"]},
+                "dropout": {"float": [0.0, 0.5]}, "residual": {"choice": [False, True]}},
+    },
+}
+
+AUGMENT = {
+    "signal": {"shift": {"int": [0, 8]}, "scale": {"float": [0.0, 0.3]}, "noise": {"float": [0.0, 0.2]},
+               "mixup": {"choice": [0.0, 0.2, 0.4]}},
+    "image": {"crop": {"int": [0, 2]}, "rotate": {"float": [0.0, 15.0]}, "zoom": {"float": [0.0, 0.15]},
+              "cutout": {"int": [0, 3]}, "mixup": {"choice": [0.0, 0.2]}},
+    "tabular": {"noise": {"float": [0.0, 0.2]}},
+}
+
+
+def default_experiment(data: dict, kind: str, task: str) -> dict:
+    """The default experiment (search space + search settings) for a ``data:`` section."""
+    train = copy.deepcopy(TRAIN)
+    if kind == "tabular":
+        train["epochs"] = 60
+        train["batch_size"] = {"choice": [16, 32, 64, 128]}
+    exp = {
+        "seed": 0,
+        "data": copy.deepcopy(data),
+        "model": copy.deepcopy(MODELS[kind]),
+        "loss": ({"name": "cross_entropy", "label_smoothing": {"float": [0.0, 0.2]}} if task == "classification"
+                 else {"name": "mse"}),
+        "optim": copy.deepcopy(OPTIM),
+        "schedule": copy.deepcopy(SCHEDULE),
+        "train": train,
+        "augment": copy.deepcopy(AUGMENT[kind]),
+        "search": {"sampler": "tpe", "pruner": "asha", "n_trials": 50},
+    }
+    if task != "classification":
+        exp["augment"].pop("mixup", None)
+    return exp
+
+
+def complete_experiment(raw: dict) -> dict:
+    """Fill what an experiment leaves out from the default space of its data: an experiment naming
+    only ``data`` tunes everything; any section it gives replaces the default section."""
+    from ..config import validate_recipe
+    from ..data import DATASETS
+
+    data = raw.get("data")
+    if not isinstance(data, dict) or "name" not in data:
+        return raw
+    entry = DATASETS.get(data["name"], "data.name")
+    kind, task = entry.meta.get("kind"), entry.meta.get("task")
+    if kind in (None, "any") or task in (None, "any"):
+        # file datasets: ask the data itself
+        from ..data import load_data
+
+        probe = validate_recipe({"data": data, "model": {"family": "linear"}})
+        d = load_data(probe.data, probe.seed)
+        kind, task = d.kind, d.task
+    exp = default_experiment(data, kind, task)
+    for section, value in raw.items():
+        exp[section] = value if section != "search" else {**exp["search"], **(value or {})}
+    return exp

@@ -1,0 +1,247 @@
+"""``dnntune tune``: create or continue a study, run its workers, retrain the best recipe, test once."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from ..config import SearchSection
+from ..data import load_data
+from ..engine import checkpoint as ckpt
+from ..errors import ConfigError
+from . import storage as st
+from .runner import (
+    DEADLINE_KEY,
+    EXPERIMENT_KEY,
+    FAIL_REASON,
+    INTERRUPTED,
+    REQUEUED_KEY,
+    STOP_KEY,
+    Objectives,
+    StudyFailed,
+    WorkerConfig,
+    best_trial,
+    budget_left,
+    counts,
+    final_model,
+    run_worker,
+    study_summary,
+)
+from .space import validate_experiment
+
+# search settings that may change when a study is continued (budgets, parallelism)
+_RUNTIME_KEYS = ("n_trials", "timeout", "epoch_budget", "workers", "final", "max_consecutive_failures")
+
+
+def _identity(experiment: dict) -> str:
+    e = copy.deepcopy(experiment)
+    for k in _RUNTIME_KEYS:
+        (e.get("search") or {}).pop(k, None)
+    return json.dumps(e, sort_keys=True)
+
+
+class LiveView:
+    """Trials complete / pruned / failed / running, best so far and ETA, redrawn in place."""
+
+    def __init__(self, study_name: str, objectives: Objectives, n_trials: int | None, deadline: float | None,
+                 workers: int, quiet: bool):
+        self.quiet = quiet
+        self.objectives = objectives
+        self.n_trials = n_trials
+        self.deadline = deadline
+        self.workers = workers
+        self.t0 = time.time()
+        self.current = ""
+        self._last = 0.0
+        if quiet:
+            return
+        from rich.console import Console
+        from rich.live import Live
+
+        self.live = Live(console=Console(stderr=True), refresh_per_second=4, transient=False)
+        self.title = study_name
+        self.live.start()
+
+    def epoch(self, number: int, epoch: int, row: dict) -> None:
+        metric = self.objectives.names[0]
+        val = row.get(f"val_{metric}")
+        self.current = f"trial {number}: epoch {epoch}" + (f", val {metric} {val:.4f}" if val is not None else "")
+
+    def update(self, study: optuna.Study, force: bool = False) -> None:
+        if self.quiet or (not force and time.time() - self._last < 0.5):
+            return
+        self._last = time.time()
+        from rich.table import Table
+
+        trials = study.get_trials(deepcopy=False)
+        c = counts(study)
+        best = best_trial(study, self.objectives)
+        elapsed = time.time() - self.t0
+        done = c["complete"] + c["pruned"] + c["fail"]
+        eta = "?"
+        if self.deadline is not None:
+            eta = f"{max(self.deadline - time.time(), 0):.0f} s"
+        if self.n_trials is not None:
+            durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+                         if t.state.is_finished() and t.datetime_complete and t.datetime_start]
+            if durations:
+                left = max(self.n_trials - done, 0) * (sum(durations) / len(durations)) / self.workers
+                eta = f"{left:.0f} s" if eta == "?" else f"{min(left, float(eta[:-2])):.0f} s"
+        metric = self.objectives.names[0]
+        table = Table(title=f"study {self.title}", show_header=True, expand=False)
+        for col in ("trials", "complete", "pruned", "failed", "running", f"best {metric}", "elapsed", "ETA"):
+            table.add_column(col, justify="right")
+        best_s = "-" if best is None else f"{best.values[0]:.4f} (trial {best.number})"
+        budget = f"/{self.n_trials}" if self.n_trials else ""
+        table.add_row(f"{done}{budget}", str(c["complete"]), str(c["pruned"]), str(c["fail"]), str(c["running"]), best_s,
+                      f"{elapsed:.0f} s", eta)
+        table.caption = self.current
+        self.live.update(table)
+
+    def close(self, study: optuna.Study | None = None) -> None:
+        if self.quiet:
+            return
+        if study is not None:
+            self.current = ""
+            self.update(study, force=True)
+        self.live.stop()
+
+
+def _requeue_interrupted(study: optuna.Study) -> int:
+    """Trials stopped by Ctrl-C are run again when the study continues (once each)."""
+    done = set(study.user_attrs.get(REQUEUED_KEY, []))
+    again = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+             if t.user_attrs.get(FAIL_REASON) == INTERRUPTED and t.number not in done]
+    for t in again:
+        study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number}, skip_if_exists=False)
+        done.add(t.number)
+    if again:
+        study.set_user_attr(REQUEUED_KEY, sorted(done))
+    return len(again)
+
+
+def _spawn_workers(cfg: WorkerConfig, k: int, storage_url: str) -> list[subprocess.Popen]:
+    logs = cfg.out_dir / "workers"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i in range(k):
+        cmd = [sys.executable, "-m", "dnntune", "worker", "--storage", storage_url, "--study", cfg.study_name,
+               "--out", str(cfg.out_dir), "--index", str(i), "--workers", str(k), "--quiet"]
+        if cfg.threads:
+            cmd += ["--threads", str(cfg.threads)]
+        log = open(logs / f"worker-{i}.log", "ab")
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+    return procs
+
+
+def _wait_workers(procs: list[subprocess.Popen], study: optuna.Study, view: LiveView) -> None:
+    try:
+        while any(p.poll() is None for p in procs):
+            view.update(study)
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
+
+
+def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_name: str | None = None,
+         quiet: bool = False, source: str = "experiment") -> dict:
+    """Run (or continue) a study for ``experiment`` and return the summary written to ``out_dir``."""
+    t0 = time.time()
+    search = SearchSection(**(experiment.get("search") or {}))
+    sample = validate_experiment(experiment, source)
+    data = load_data(sample.data, sample.seed)
+    objectives = Objectives.from_experiment(experiment, data.task)
+    study_name = study_name or "study"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    storage = st.open_storage(storage_url, out_dir)
+    storage_desc = storage_url or str(out_dir / st.JOURNAL_NAME)
+    directions = objectives.directions
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage, directions=directions,
+                                    load_if_exists=True)
+    except ValueError as e:
+        raise ConfigError(f"--study: {study_name!r} exists with other objectives ({e})") from None
+    stored = study.user_attrs.get(EXPERIMENT_KEY)
+    if stored is not None and _identity(stored) != _identity(experiment):
+        raise ConfigError(f"--study: {study_name!r} in {storage_desc} was created from a different experiment "
+                          f"(search space or settings changed); continue it with the same file or use --study NEW")
+    for key, value in ((EXPERIMENT_KEY, experiment), ("dnntune:objectives", objectives.names),
+                       ("dnntune:directions", objectives.directions), ("dnntune:n_trials", search.n_trials),
+                       ("dnntune:epoch_budget", search.epoch_budget)):
+        study.set_user_attr(key, value)
+    if study.user_attrs.get(STOP_KEY):
+        study.set_user_attr(STOP_KEY, None)
+    deadline = None if search.timeout is None else t0 + search.timeout
+    study.set_user_attr(DEADLINE_KEY, deadline)
+    optuna.storages.fail_stale_trials(study)  # trials of a killed run are re-queued now
+    _requeue_interrupted(study)
+    cfg = WorkerConfig(storage_url=storage_desc, study_name=study_name, out_dir=out_dir, workers=search.workers,
+                       n_trials=search.n_trials, epoch_budget=search.epoch_budget, deadline=deadline)
+    view = LiveView(study_name, objectives, search.n_trials, deadline, search.workers, quiet)
+    try:
+        while True:
+            if search.workers == 1:
+                run_worker(cfg, storage, on_trial=lambda s, t: view.update(s, force=True),
+                           on_epoch=lambda n, e, row: (view.epoch(n, e, row), view.update(study)))
+            else:
+                _wait_workers(_spawn_workers(cfg, search.workers, storage_desc), study, view)
+            optuna.storages.fail_stale_trials(study)
+            c = counts(study)
+            if study.user_attrs.get(STOP_KEY):
+                break
+            if c["waiting"] and budget_left(study, cfg.n_trials, cfg.epoch_budget, cfg.deadline):
+                continue
+            if c["running"] and (deadline is None or time.time() < deadline):
+                # trials of other workers (or of a dead one, until its heartbeat goes stale)
+                view.current = f"waiting for {c['running']} running trial(s) of other workers"
+                view.update(study, force=True)
+                time.sleep(2.0)
+                continue
+            break
+    except KeyboardInterrupt:
+        view.close(study)
+        raise
+    view.close(study)
+    stop = study.user_attrs.get(STOP_KEY)
+    final = None
+    if not stop:
+        if not quiet:
+            print("retraining the best recipe" + (" on train+val" if search.final == "retrain" else "") +
+                  " and evaluating it once on the test split", file=sys.stderr)
+        final = final_model(study, objectives, out_dir, search.final)
+    summary = study_summary(study, objectives, final, time.time() - t0, storage_desc)
+    if stop:
+        summary["stopped"] = stop
+    ckpt.write_json(out_dir / "summary.json", summary)
+    if stop:
+        raise StudyFailed(f"study stopped: {stop}. Completed trials are kept in {storage_desc}.")
+    if final is None:
+        raise StudyFailed(f"no trial completed (trials: {summary['trials']}); see the trials' fail_reason with "
+                          f"`optuna trials --study-name {study_name} --storage {storage_desc}`")
+    return summary
+
+
+def worker_main(storage_url: str, study_name: str, out_dir: Path, index: int, workers: int,
+                threads: int | None) -> None:
+    """``dnntune worker``: join a running study (this or another machine)."""
+    cfg = WorkerConfig(storage_url=storage_url, study_name=study_name, out_dir=out_dir, index=index or os.getpid(),
+                       workers=workers, threads=threads)
+    run_worker(cfg)
