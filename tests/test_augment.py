@@ -161,3 +161,13 @@ def test_augmenter_on_image_batches():
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
     xa, ya = aug(x, y)
     assert xa.shape == x.shape and xa.dtype == x.dtype and ya.shape == (32, 10)
+
+
+def test_training_with_image_augmentation_is_seeded():
+    from dnntune.engine import train
+
+    r = validate_recipe({"seed": 3, "data": {"name": "digits"}, "model": {"family": "cnn2d", "channels": 8, "depth": 2},
+                         "augment": IMAGE_KNOBS["all"], "train": {"epochs": 1, "batch_size": 64, "checkpoint": False}})
+    a, b = train(r), train(r)
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    assert a.metrics["val"]["accuracy"] == b.metrics["val"]["accuracy"]

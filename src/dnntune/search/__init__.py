@@ -4,14 +4,14 @@ import warnings
 
 from optuna.exceptions import ExperimentalWarning
 
-# we rely on Optuna's experimental heartbeat / grouping APIs on purpose; the warnings are noise to users
-warnings.filterwarnings("ignore", category=ExperimentalWarning)
-
-from .defaults import complete_experiment, default_experiment  # noqa: E402
+from .defaults import complete_experiment, default_experiment
 from .runner import StudyFailed, best_trial, run_worker
 from .space import check_space, grid_space, suggest_recipe, validate_experiment
 from .storage import HeartbeatJournalStorage, open_storage
 from .tune import tune, worker_main
+
+# we rely on Optuna's experimental heartbeat / grouping APIs on purpose; the warnings are noise to users
+warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
 __all__ = ["HeartbeatJournalStorage", "StudyFailed", "best_trial", "check_space", "complete_experiment",
            "default_experiment", "grid_space", "open_storage", "run_worker", "suggest_recipe", "tune",

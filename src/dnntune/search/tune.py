@@ -102,8 +102,8 @@ class LiveView:
             table.add_column(col, justify="right")
         best_s = "-" if best is None else f"{best.values[0]:.4f} (trial {best.number})"
         budget = f"/{self.n_trials}" if self.n_trials else ""
-        table.add_row(f"{done}{budget}", str(c["complete"]), str(c["pruned"]), str(c["fail"]), str(c["running"]), best_s,
-                      f"{elapsed:.0f} s", eta)
+        table.add_row(f"{done}{budget}", str(c["complete"]), str(c["pruned"]), str(c["fail"]), str(c["running"]),
+                      best_s, f"{elapsed:.0f} s", eta)
         table.caption = self.current
         self.live.update(table)
 
