@@ -88,7 +88,7 @@ def make_sampler(name: str, experiment: dict, seed: int | None, workers: int, n_
     if name == "tpe":
         startup = 10 if n_trials is None else max(4, min(10, n_trials // 4))
         return s.TPESampler(multivariate=True, group=True, constant_liar=workers > 1, seed=seed,
-                            n_startup_trials=startup, warn_independent_sampling=False)
+                            n_startup_trials=startup)
     if name == "random":
         return s.RandomSampler(seed=seed)
     if name == "grid":

@@ -138,7 +138,7 @@ def validate_experiment(experiment: dict, source: str = "experiment") -> Recipe:
     check_space(experiment)
     choice_paths = [p for p in find_dimensions(experiment) if "choice" in _at(experiment, p)]
     sample = None
-    variants = [{}] + [{p: i} for p in choice_paths for i in range(len(_at(experiment, p)["choice"]))]
+    variants = [{p: i} for p in choice_paths for i in range(len(_at(experiment, p)["choice"]))] or [{}]
     for pos in (0.0, 1.0):
         for option in variants:
             raw = suggest_recipe(_FirstValues(pos, option), experiment)

@@ -1,0 +1,301 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from dnntune.cli import main
+from dnntune.config import validate_recipe
+from dnntune.errors import ConfigError
+from dnntune.search import complete_experiment, grid_space, suggest_recipe, tune, validate_experiment
+from dnntune.search.runner import FAIL_REASON
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+def experiment(n_trials=4, epochs=3, **search):
+    return {
+        "seed": 0,
+        "data": {"name": "iris"},
+        "model": {"family": {"choice": ["mlp", "linear"]}, "mlp": {"width": {"int": [4, 32], "log": True},
+                                                                 "depth": {"int": [1, 2]}}},
+        "optim": {"name": {"choice": ["adam", "sgd"]}, "lr": {"float": [1e-3, 1e-1], "log": True},
+                  "sgd": {"momentum": {"float": [0.5, 0.95]}}},
+        "train": {"epochs": epochs, "batch_size": {"choice": [16, 32]}},
+        "search": {"n_trials": n_trials, "seed": 0, **search},
+    }
+
+
+def trials_of(path: Path, name: str = "study"):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+# --- spaces -------------------------------------------------------------------------------------------
+
+
+def test_conditional_space_resolves_only_the_chosen_options_knobs():
+    exp = experiment()
+    seen = set()
+    for i in range(30):
+        trial = optuna.trial.FixedTrial({"model.family": ["mlp", "linear"][i % 2], "model.mlp.width": 8,
+                                         "model.mlp.depth": 1, "optim.name": ["adam", "sgd"][i // 2 % 2],
+                                         "optim.lr": 0.01, "optim.sgd.momentum": 0.9, "train.batch_size": 16})
+        raw = suggest_recipe(trial, exp)
+        r = validate_recipe(raw)
+        seen.add((r.model.family, r.optim.name))
+        if r.model.family == "mlp":
+            assert r.model.knobs.width == 8
+        if r.optim.name == "sgd":
+            assert r.optim.knobs.momentum == 0.9
+        else:
+            assert "momentum" not in raw["optim"]
+    assert seen == {("mlp", "adam"), ("mlp", "sgd"), ("linear", "adam"), ("linear", "sgd")}
+
+
+def test_space_errors_name_the_dimension():
+    bad = experiment()
+    bad["optim"]["lr"] = {"float": [0.1, 0.01]}
+    with pytest.raises(ConfigError, match=r"optim.lr: low 0.1 is above high 0.01"):
+        validate_experiment(bad)
+    bad = experiment()
+    bad["model"]["mlp"]["widht"] = {"int": [4, 8]}
+    with pytest.raises(ConfigError, match=r"model.widht: unknown key.*model.family = 'mlp'"):
+        validate_experiment(bad)
+    bad = experiment()
+    bad["optim"]["lr"] = {"float": [0, 1], "log": True}
+    with pytest.raises(ConfigError, match="log scale needs low > 0"):
+        validate_experiment(bad)
+
+
+def test_grid_space_discretizes_numeric_dimensions():
+    space = grid_space({"optim": {"lr": {"float": [1e-3, 1e-1], "log": True, "grid": 3}},
+                        "train": {"batch_size": {"choice": [16, 32]}, "epochs": {"int": [1, 3]}}})
+    assert space["optim.lr"] == pytest.approx([1e-3, 1e-2, 1e-1])
+    assert space["train.batch_size"] == [16, 32] and space["train.epochs"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("data", ["mnist1d", "digits", "wine", "diabetes"])
+def test_default_space_is_valid_for_each_kind_of_data(data):
+    exp = complete_experiment({"data": {"name": data, **({"num_samples": 200} if data == "mnist1d" else {})}})
+    sample = validate_experiment(exp)
+    assert sample.data.name == data
+    assert {"model", "optim", "schedule", "train", "augment", "loss"} <= set(exp)
+
+
+# --- studies ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "gp", "cmaes"])
+def test_every_sampler_runs_a_tiny_study(tmp_path, sampler):
+    exp = experiment(n_trials=3, sampler=sampler, pruner="none")
+    if sampler == "cmaes":  # CMA-ES samples numbers; choices fall back to independent sampling
+        exp["model"] = {"family": "mlp", "width": {"int": [4, 32]}}
+    summary = tune(exp, tmp_path, quiet=True)
+    assert summary["trials"]["complete"] == 3 and summary["test"]["accuracy"] > 0
+    assert (tmp_path / "best" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("pruner", ["median", "asha", "hyperband"])
+def test_every_pruner_runs_a_tiny_study(tmp_path, pruner):
+    summary = tune(experiment(n_trials=4, epochs=4, pruner=pruner), tmp_path, quiet=True)
+    assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 4
+
+
+def test_pruning_really_prunes_a_hopeless_trial(tmp_path):
+    exp = experiment(n_trials=4, epochs=12, pruner="median", sampler="tpe")
+    exp["model"] = {"family": "mlp", "width": 16}
+    exp["optim"] = {"name": "adam", "lr": {"choice": [0.05, 1e-9]}}
+    exp["search"]["n_trials"] = 7
+    study_dir = tmp_path
+    # five good trials first, so the median pruner has a reference
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "x")))
+    del storage
+    summary = tune(exp, study_dir, quiet=True)
+    trials = trials_of(study_dir / "study.journal")
+    hopeless = [t for t in trials if t.params.get("optim.lr") == 1e-9]
+    good = [t for t in trials if t.params.get("optim.lr") == 0.05 and t.state == TrialState.COMPLETE]
+    assert good, "the study needs at least one complete good trial"
+    pruned_hopeless = [t for t in hopeless if t.state == TrialState.PRUNED]
+    later_hopeless = [t for t in hopeless if t.number >= 5]
+    assert not later_hopeless or pruned_hopeless
+    for t in pruned_hopeless:  # pruned trials keep their curves
+        assert len(t.intermediate_values) < 12
+        curves = Path(t.user_attrs["dir"]) / "curves.jsonl"
+        assert len(curves.read_text().splitlines()) == len(t.intermediate_values)
+    assert summary["trials"]["pruned"] == len([t for t in trials if t.state == TrialState.PRUNED])
+
+
+def test_failing_trials_are_recorded_with_reasons_and_the_study_goes_on(tmp_path):
+    exp = experiment(n_trials=5, pruner="none")
+    exp["optim"] = {"name": "sgd", "lr": {"choice": [0.05, 1e12]}}
+    exp["model"] = {"family": "mlp", "width": 8}
+    summary = tune(exp, tmp_path, quiet=True)
+    trials = trials_of(tmp_path / "study.journal")
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert summary["trials"]["complete"] >= 1 and summary["trials"]["complete"] + len(failed) == 5
+    for t in failed:
+        assert t.params["optim.lr"] == 1e12 and "diverged" in t.user_attrs[FAIL_REASON]
+
+
+def test_consecutive_failures_stop_the_study_with_the_common_reason(tmp_path, capsys):
+    exp = experiment(n_trials=20, pruner="none", max_consecutive_failures=3)
+    exp["optim"] = {"name": "sgd", "lr": 1e12}
+    exp["model"] = {"family": "mlp", "width": 8}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    code = main(["tune", str(path), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "3 consecutive failed trials" in err and "diverged" in err
+    assert len(trials_of(tmp_path / "run" / "study.journal", "exp")) == 3
+
+
+def test_rerun_continues_the_study_and_a_changed_space_is_refused(tmp_path):
+    tune(experiment(n_trials=2), tmp_path, quiet=True)
+    summary = tune(experiment(n_trials=4), tmp_path, quiet=True)
+    assert sum(summary["trials"].values()) == 4
+    changed = experiment(n_trials=5)
+    changed["optim"]["lr"] = {"float": [1e-4, 1e-1], "log": True}
+    with pytest.raises(ConfigError, match="different experiment"):
+        tune(changed, tmp_path, quiet=True)
+
+
+def test_multi_objective_study_has_a_pareto_front(tmp_path):
+    exp = experiment(n_trials=4, sampler="nsga2", objectives=["accuracy", "params"])
+    summary = tune(exp, tmp_path, quiet=True)
+    assert summary["objectives"] == {"accuracy": "maximize", "params": "minimize"}
+    assert summary["pareto_front"] and summary["test"] is not None
+
+
+def test_timeout_and_epoch_budget_stop_cleanly(tmp_path):
+    exp = experiment(n_trials=None, epochs=3)
+    exp["search"]["epoch_budget"] = 7
+    summary = tune(exp, tmp_path / "epochs", quiet=True)
+    assert sum(summary["trials"].values()) == 3  # 3 + 3 epochs < 7, the third trial crosses it
+    exp = experiment(n_trials=None, epochs=3)
+    exp["search"]["timeout"] = 3
+    t0 = time.time()
+    summary = tune(exp, tmp_path / "time", quiet=True)
+    assert time.time() - t0 < 30 and summary["test"] is not None
+
+
+def test_stock_optuna_loads_the_study_and_best_round_trips_into_train(tmp_path, capsys):
+    exp_path = tmp_path / "exp.yaml"
+    exp_path.write_text(yaml.safe_dump(experiment(n_trials=3)))
+    assert main(["tune", str(exp_path), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    journal = tmp_path / "run" / "study.journal"
+    # the stock optuna API and CLI read our embedded storage
+    trials = trials_of(journal, "exp")
+    assert len(trials) == 3
+    optuna_cli = str(Path(sys.executable).parent / "optuna")
+    res = subprocess.run([optuna_cli, "trials", "--study-name", "exp", "--storage",
+                          str(journal), "-f", "json"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads(res.stdout)) == 3
+    capsys.readouterr()
+    best = tmp_path / "best.yaml"
+    assert main(["best", "--storage", str(journal), "--study", "exp", "--out", str(best)]) == 0
+    assert main(["train", str(best), "--out", str(tmp_path / "retrain"), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(summary) >= {"best", "trials", "test", "wall_seconds"}
+    assert summary["best"]["params"] == {k: v for k, v in summary["best"]["params"].items()}
+
+
+def test_best_on_a_missing_study_is_a_clear_error(tmp_path, capsys):
+    exp_path = tmp_path / "exp.yaml"
+    exp_path.write_text(yaml.safe_dump(experiment(n_trials=1)))
+    main(["tune", str(exp_path), "--out", str(tmp_path / "run"), "--quiet"])
+    capsys.readouterr()
+    code = main(["best", "--storage", str(tmp_path / "run" / "study.journal"), "--study", "nope"])
+    assert code == 2 and "no study named 'nope'" in capsys.readouterr().err
+
+
+# --- parallel workers and crash safety ----------------------------------------------------------------
+
+
+def _run_two_workers(tmp_path: Path, storage_url: str | None, study: str) -> list:
+    exp = experiment(n_trials=6, epochs=3)
+    exp["search"]["workers"] = 2
+    tune(exp, tmp_path, storage_url=storage_url, study_name=study, quiet=True)
+    storage = optuna.storages.RDBStorage(storage_url) if storage_url else optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
+    return optuna.load_study(study_name=study, storage=storage).get_trials()
+
+
+def test_two_workers_on_the_embedded_storage(tmp_path):
+    trials = _run_two_workers(tmp_path, None, "two")
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(len(numbers))) and 6 <= len(numbers) <= 7
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    owners = {t.system_attrs["dnntune:owner"]["pid"] for t in trials}
+    assert len(owners) == 2  # both worker processes ran trials
+    logs = "".join(p.read_text() for p in (tmp_path / "workers").glob("*.log"))
+    assert "database is locked" not in logs
+
+
+def _postgres_available() -> bool:
+    try:
+        import sqlalchemy
+
+        sqlalchemy.create_engine(PG_URL).connect().close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _postgres_available(), reason="PostgreSQL on 127.0.0.1:5432 not reachable")
+def test_two_workers_on_postgresql(tmp_path):
+    name = f"dnntune-test-{uuid.uuid4().hex[:8]}"
+    try:
+        trials = _run_two_workers(tmp_path, PG_URL, name)
+        numbers = [t.number for t in trials]
+        assert numbers == list(range(len(numbers))) and 6 <= len(numbers) <= 7
+        assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    finally:
+        optuna.delete_study(study_name=name, storage=PG_URL)
+
+
+def test_sigkill_then_resume_loses_no_completed_trial(tmp_path):
+    exp = experiment(n_trials=5, epochs=40, pruner="none")
+    exp["model"] = {"family": "mlp", "width": 32}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "dnntune", "tune", str(path), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    journal = out / "study.journal"
+    deadline = time.time() + 120
+    killed_running = None
+    while time.time() < deadline:
+        time.sleep(0.2)
+        if not journal.exists():
+            continue
+        trials = trials_of(journal, "exp")
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if len(done) >= 2 and running:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed_running = running[0].number
+            break
+    assert killed_running is not None, "the study never had 2 complete and 1 running trial"
+    before = {t.number: t.values for t in trials_of(journal, "exp") if t.state == TrialState.COMPLETE}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    after = trials_of(journal, "exp")
+    for number, values in before.items():  # no completed trial lost or changed
+        assert after[number].state == TrialState.COMPLETE and after[number].values == values
+    assert after[killed_running].state == TrialState.FAIL
+    retries = [t for t in after if t.system_attrs.get("failed_trial") == killed_running]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == after[killed_running].params
+    assert sum(t.state == TrialState.COMPLETE for t in after) == 5
