@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import torch
-from sklearn import metrics as skm
-
 from ..errors import ConfigError
 
 CLASSIFICATION = {"accuracy": "maximize", "balanced_accuracy": "maximize", "precision_macro": "maximize",
@@ -30,32 +28,48 @@ def is_better(a: float, b: float | None, dirn: str, min_delta: float = 0.0) -> b
     return a > b + min_delta if dirn == "maximize" else a < b - min_delta
 
 
+def confusion_matrix(y: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Rows: true class, columns: predicted class (as scikit-learn)."""
+    return torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes).view(num_classes, -1)
+
+
 def compute_metrics(task: str, outputs: torch.Tensor, targets: torch.Tensor, num_outputs: int,
                     confusion: bool = False) -> dict:
-    """All metrics of a task from model outputs (logits) and targets (indices or values)."""
-    out = outputs.detach().float().cpu()
+    """All metrics of a task from model outputs (logits) and targets (indices or values).
+
+    Computed in torch from the confusion matrix (cheap enough for every epoch), with scikit-learn's
+    definitions: macro averages over all classes with 0 for an empty denominator; balanced accuracy
+    is the mean recall over the classes present in the targets.
+    """
+    out = outputs.detach().double().cpu()
     y = targets.detach().cpu()
     if task == "classification":
-        logp = torch.log_softmax(out.double(), dim=1)
-        pred = logp.argmax(1).numpy()
-        yt = y.numpy()
-        labels = list(range(num_outputs))
+        y = y.long()
+        logp = torch.log_softmax(out, dim=1)
+        pred = logp.argmax(1)
+        cm = confusion_matrix(y, pred, num_outputs).double()
+        tp, support, predicted = cm.diag(), cm.sum(1), cm.sum(0)
+        recall = torch.where(support > 0, tp / support.clamp_min(1), torch.zeros_like(tp))
+        precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
+        denom = precision + recall
+        f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-300), torch.zeros_like(tp))
         res = {
-            "accuracy": float(skm.accuracy_score(yt, pred)),
-            "balanced_accuracy": float(skm.balanced_accuracy_score(yt, pred)),
-            "precision_macro": float(skm.precision_score(yt, pred, average="macro", labels=labels,
-                                                         zero_division=0)),
-            "recall_macro": float(skm.recall_score(yt, pred, average="macro", labels=labels, zero_division=0)),
-            "f1_macro": float(skm.f1_score(yt, pred, average="macro", labels=labels, zero_division=0)),
-            "log_loss": float(-logp.gather(1, y.long().view(-1, 1)).mean()),
+            "accuracy": float(tp.sum() / max(len(y), 1)),
+            "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
+            "precision_macro": float(precision.mean()),
+            "recall_macro": float(recall.mean()),
+            "f1_macro": float(f1.mean()),
+            "log_loss": float(-logp.gather(1, y.view(-1, 1)).mean()),
         }
         if confusion:
-            res["confusion_matrix"] = skm.confusion_matrix(yt, pred, labels=labels).tolist()
+            res["confusion_matrix"] = cm.long().tolist()
         return res
-    pred = out.numpy()
-    yt = y.numpy()
+    pred = out
+    yt = y.double()
     if pred.ndim == 2 and pred.shape[1] == 1 and yt.ndim == 1:
         pred = pred[:, 0]
-    mse = float(skm.mean_squared_error(yt, pred))
-    return {"mse": mse, "rmse": mse ** 0.5, "mae": float(skm.mean_absolute_error(yt, pred)),
-            "r2": float(skm.r2_score(yt, pred))}
+    err = pred - yt
+    mse = float((err ** 2).mean())
+    total = float(((yt - yt.mean(0)) ** 2).sum())
+    r2 = 1.0 - float((err ** 2).sum()) / total if total > 0 else 0.0
+    return {"mse": mse, "rmse": mse ** 0.5, "mae": float(err.abs().mean()), "r2": r2}
