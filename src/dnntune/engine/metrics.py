@@ -1,8 +1,9 @@
-"""Evaluation metrics (scikit-learn) and which direction is better for each."""
+"""Evaluation metrics (scikit-learn definitions, computed in torch) and which direction is better."""
 
 from __future__ import annotations
 
 import torch
+
 from ..errors import ConfigError
 
 CLASSIFICATION = {"accuracy": "maximize", "balanced_accuracy": "maximize", "precision_macro": "maximize",
