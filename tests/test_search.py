@@ -297,5 +297,6 @@ def test_sigkill_then_resume_loses_no_completed_trial(tmp_path):
     assert after[killed_running].state == TrialState.FAIL
     retries = [t for t in after if t.system_attrs.get("failed_trial") == killed_running]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
-    assert retries[0].params == after[killed_running].params
+    # the re-run repeats the killed trial's suggestions (a kill during suggestion leaves only some)
+    assert retries[0].params.items() >= after[killed_running].params.items()
     assert sum(t.state == TrialState.COMPLETE for t in after) == 5

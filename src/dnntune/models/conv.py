@@ -79,13 +79,13 @@ def _build(dim: int, family: str, knobs: ConvKnobs, spec: InputSpec, num_outputs
         raise ConfigError(f"model: {e}; use fewer layers, stride 1 or pooling: none") from None
 
 
-@MODELS.register("cnn1d", ConvKnobs)
+@MODELS.register("cnn1d", ConvKnobs, kinds=("signal",))
 def cnn1d(knobs: ConvKnobs, spec: InputSpec, num_outputs: int) -> nn.Module:
     """1-D CNN for signals (channels × length), e.g. MNIST-1D."""
     return _build(1, "cnn1d", knobs, spec, num_outputs)
 
 
-@MODELS.register("cnn2d", ConvKnobs)
+@MODELS.register("cnn2d", ConvKnobs, kinds=("image",))
 def cnn2d(knobs: ConvKnobs, spec: InputSpec, num_outputs: int) -> nn.Module:
     """2-D CNN for images (channels × height × width), e.g. digits as 1×8×8."""
     return _build(2, "cnn2d", knobs, spec, num_outputs)

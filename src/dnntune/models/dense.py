@@ -21,7 +21,7 @@ class Linear(nn.Module):
         return self.fc(x.flatten(1))
 
 
-@MODELS.register("linear", NoKnobs)
+@MODELS.register("linear", NoKnobs, kinds=("tabular", "signal", "image"))
 def linear(knobs: NoKnobs, spec: InputSpec, num_outputs: int) -> nn.Module:
     """One linear layer on the flattened input: logistic regression (with cross-entropy) or linear regression."""
     return Linear(spec.flat_size, num_outputs)
@@ -62,7 +62,7 @@ class MLP(nn.Module):
         return self.head(self.blocks(x.flatten(1)))
 
 
-@MODELS.register("mlp", MLPKnobs)
+@MODELS.register("mlp", MLPKnobs, kinds=("tabular", "signal", "image"))
 def mlp(knobs: MLPKnobs, spec: InputSpec, num_outputs: int) -> nn.Module:
     """Multi-layer perceptron on the flattened input (any data kind)."""
     return MLP(spec.flat_size, num_outputs, knobs)

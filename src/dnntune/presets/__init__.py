@@ -8,6 +8,6 @@ import yaml
 
 
 def load_preset(name: str) -> dict:
-    """The preset recipe ``name`` (e.g. ``mnist1d-strong``) as plain data."""
+    """The preset recipe ``name`` (e.g. ``mnist1d``) as plain data."""
     text = resources.files(__package__).joinpath(f"{name}.yaml").read_text()
     return yaml.safe_load(text)

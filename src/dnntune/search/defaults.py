@@ -89,13 +89,13 @@ def default_experiment(data: dict, kind: str, task: str) -> dict:
 
 
 def complete_experiment(raw: dict) -> dict:
-    """Fill what an experiment leaves out from the default space of its data: an experiment naming
-    only ``data`` tunes everything; any section it gives replaces the default section."""
+    """An experiment naming only ``data`` (and perhaps ``seed``/``search``) becomes the default
+    experiment for that data; any other experiment is taken as written."""
     from ..config import validate_recipe
     from ..data import DATASETS
 
     data = raw.get("data")
-    if not isinstance(data, dict) or "name" not in data:
+    if not isinstance(data, dict) or "name" not in data or set(raw) - {"data", "seed", "search"}:
         return raw
     entry = DATASETS.get(data["name"], "data.name")
     kind, task = entry.meta.get("kind"), entry.meta.get("task")
@@ -107,6 +107,6 @@ def complete_experiment(raw: dict) -> dict:
         d = load_data(probe.data, probe.seed)
         kind, task = d.kind, d.task
     exp = default_experiment(data, kind, task)
-    for section, value in raw.items():
-        exp[section] = value if section != "search" else {**exp["search"], **(value or {})}
+    exp["seed"] = raw.get("seed", exp["seed"])
+    exp["search"] = {**exp["search"], **(raw.get("search") or {})}
     return exp

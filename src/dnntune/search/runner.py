@@ -233,8 +233,9 @@ def objective_factory(experiment: dict, objectives: Objectives, cfg: WorkerConfi
             if state["pruned_at"] is not None:
                 raise optuna.TrialPruned(f"pruned at epoch {state['pruned_at']}")
             if state["timeout"]:
+                # a trial cut by the time budget still reports its best validation value: its recipe is
+                # retrained for its best epoch count, so the study always yields a final model
                 trial.set_user_attr("stopped", "time budget")
-                raise optuna.TrialPruned("stopped at the time budget")
             values = []
             for name in objectives.names:
                 if name in OBJECTIVE_EXTRAS:
@@ -323,13 +324,28 @@ def run_worker(cfg: WorkerConfig, storage=None, on_trial=None, on_epoch=None) ->
 
 
 def best_trial(study: optuna.Study, objectives: Objectives):
-    """The best complete trial (for several objectives: best on the first among the Pareto front)."""
+    """The best complete trial (for several objectives: best on the first among the Pareto front).
+
+    With no complete trial (every trial pruned), the pruned trial with the best reported
+    validation value, so a study cut short still yields a final model."""
+    sign = 1 if objectives.directions[0] == "maximize" else -1
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if not complete:
-        return None
+        pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+                  if t.intermediate_values and "recipe" in t.user_attrs]
+        if not pruned:
+            return None
+        return max(pruned, key=lambda t: sign * max(sign * v for v in t.intermediate_values.values()))
     pool = study.best_trials if objectives.multi else complete
-    sign = 1 if objectives.directions[0] == "maximize" else -1
     return max(pool, key=lambda t: sign * t.values[0])
+
+
+def trial_value(trial, objectives: Objectives) -> float:
+    """A trial's value on the first objective (a pruned trial: its best reported value)."""
+    if trial.values:
+        return trial.values[0]
+    sign = 1 if objectives.directions[0] == "maximize" else -1
+    return sign * max(sign * v for v in trial.intermediate_values.values())
 
 
 def merge_train_val(data: Data) -> Data:
@@ -386,8 +402,8 @@ def study_summary(study: optuna.Study, objectives: Objectives, final, wall: floa
         "study": study.study_name, "storage": storage_desc,
         "objectives": dict(zip(objectives.names, objectives.directions)),
         "best": None if best is None else {
-            "value": best.values[0] if objectives.multi else best.value, "values": best.values,
-            "trial": best.number, "params": best.params},
+            "value": trial_value(best, objectives), "values": best.values, "trial": best.number,
+            "state": best.state.name.lower(), "params": best.params},
         "trials": {k: c[k] for k in ("complete", "pruned", "fail")},
         "test": None if not final else final[2],
         "wall_seconds": round(wall, 2),

@@ -35,6 +35,7 @@ from .runner import (
     final_model,
     run_worker,
     study_summary,
+    trial_value,
 )
 from .space import validate_experiment
 
@@ -100,7 +101,7 @@ class LiveView:
         table = Table(title=f"study {self.title}", show_header=True, expand=False)
         for col in ("trials", "complete", "pruned", "failed", "running", f"best {metric}", "elapsed", "ETA"):
             table.add_column(col, justify="right")
-        best_s = "-" if best is None else f"{best.values[0]:.4f} (trial {best.number})"
+        best_s = "-" if best is None else f"{trial_value(best, self.objectives):.4f} (trial {best.number})"
         budget = f"/{self.n_trials}" if self.n_trials else ""
         table.add_row(f"{done}{budget}", str(c["complete"]), str(c["pruned"]), str(c["fail"]), str(c["running"]),
                       best_s, f"{elapsed:.0f} s", eta)
@@ -165,6 +166,7 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
          quiet: bool = False, source: str = "experiment") -> dict:
     """Run (or continue) a study for ``experiment`` and return the summary written to ``out_dir``."""
     t0 = time.time()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = SearchSection(**(experiment.get("search") or {}))
     sample = validate_experiment(experiment, source)
     data = load_data(sample.data, sample.seed)

@@ -1,0 +1,278 @@
+"""Assemble the study report: figures (PNG files + embedded copies), tables, the best recipe, test metrics."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+from . import _html as h
+from ._source import ReportError
+from ._view import FAIL_REASON, StudyView
+
+REPORT_NAME = "index.html"
+TOP_TRIALS = 15
+MAX_FAILED_ROWS = 100
+# (anchor, title) in page order; figures that may be missing say why in their place
+SECTIONS = (("summary", "Summary"), ("history", "Optimization history"), ("importance", "Parameter importance"),
+            ("parallel", "Parallel coordinates"), ("slices", "Slice plots"), ("curves", "Learning curves"),
+            ("timeline", "Timeline"), ("top", "Top trials"), ("failed", "Failed trials"),
+            ("recipe", "Best recipe"), ("test", "Final test metrics"))
+FIGURE_FILES = ("history", "pareto", "importance", "parallel", "slices", "curves", "timeline", "confusion")
+
+
+@dataclass
+class Report:
+    """Where the report went and what it could not show."""
+
+    path: Path
+    figures: list[Path] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+    problem: str | None = None  # set when the report is partial (no complete trial)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "figures": [str(p) for p in self.figures], "missing": self.missing,
+                "problem": self.problem, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if isinstance(x, float):
+        return f"{x:.{digits}g}" if math.isfinite(x) else str(x)
+    return h.esc(x)
+
+
+class _Builder:
+    def __init__(self, view: StudyView, out_dir: Path, on_step: Callable[[str], None] | None):
+        self.v = view
+        self.out = out_dir
+        self.on_step = on_step or (lambda name: None)
+        self.report = Report(out_dir / REPORT_NAME)
+        self.importance: dict[str, float] | None = None
+
+    def figure(self, name: str, draw: Callable, alt: str, caption: str = "") -> str:
+        from ._figures import Missing, png
+
+        t0 = time.perf_counter()
+        try:
+            fig = draw()
+        except Missing as e:
+            self.report.missing[name] = str(e)
+            return h.missing(str(e))
+        data = png(fig)
+        path = self.out / f"{name}.png"
+        path.write_bytes(data)
+        self.report.figures.append(path)
+        self.report.seconds[name] = time.perf_counter() - t0
+        return h.img(data, alt, caption)
+
+    # --- sections ---------------------------------------------------------------------------------
+    def summary(self) -> str:
+        v = self.v
+        c = collections.Counter(t.state.name for t in v.trials)
+        counts = ", ".join(f"{c[s]} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+                           if c[s] or s in ("COMPLETE", "PRUNED", "FAIL"))
+        rows = [("study", h.esc(v.study.study_name)), ("storage", h.esc(v.storage or "(in memory)")),
+                ("objectives", ", ".join(f"{h.esc(n)} ({d})" for n, d in zip(v.names, v.directions))),
+                ("trials", f"{len(v.trials)}: {counts}")]
+        exp = v.experiment or {}
+        search = exp.get("search") or {}
+        if exp:
+            data = (exp.get("data") or {}).get("name")
+            rows.append(("data", h.esc(data)))
+            rows.append(("search", h.esc(f"sampler {search.get('sampler', 'tpe')}, pruner "
+                                         f"{'none' if v.multi else search.get('pruner', 'asha')}")))
+        if v.best is not None:
+            vals = ", ".join(f"{n} {_fmt(x)}" for n, x in zip(v.names, v.best.values))
+            rows.append(("best trial", f"{v.best.number}: val {vals}"))
+        epochs = sum(int(t.user_attrs.get("epochs", 0) or 0) for t in v.trials)
+        if epochs:
+            rows.append(("epochs trained", f"{epochs} over all trials"))
+        wall = (v.run_summary or {}).get("wall_seconds")
+        starts = [t.datetime_start for t in v.trials if t.datetime_start]
+        ends = [t.datetime_complete for t in v.trials if t.datetime_complete]
+        if wall is None and starts and ends:
+            wall = (max(ends) - min(starts)).total_seconds()
+        if wall is not None:
+            rows.append(("wall time", f"{wall:.0f} s"))
+        if v.pareto:
+            rows.append(("Pareto front", f"{len(v.pareto)} trials: "
+                                         + ", ".join(str(t.number) for t in sorted(v.pareto, key=lambda t: t.number))))
+        problem = f'<p class="problem">{h.esc(self.report.problem)}</p>' if self.report.problem else ""
+        return problem + h.meta(rows)
+
+    def history(self) -> str:
+        from . import _figures as f
+
+        out = self.figure("history", lambda: f.history(self.v), "optimization history",
+                          "Each point is a trial's final validation value; pruned trials show their last reported "
+                          "value; the line is the best so far.")
+        if self.v.multi and len(self.v.names) >= 2:
+            out += self.figure("pareto", lambda: f.pareto(self.v), "Pareto front",
+                               "All complete trials on the first two objectives; the front in red.")
+        return out
+
+    def importance_section(self) -> str:
+        from . import _figures as f
+
+        t0 = time.perf_counter()
+        try:
+            self.importance = f.importances(self.v)
+        except f.Missing as e:
+            self.report.missing["importance"] = str(e)
+            return h.missing(str(e))
+        self.report.seconds["importance_eval"] = time.perf_counter() - t0
+        return self.figure("importance", lambda: f.importance(self.v, self.importance), "parameter importance",
+                           "Optuna's PED-ANOVA: how much each parameter's distribution differs between the top "
+                           "trials and all complete trials. Conditional parameters (*) are assessed within the "
+                           "trials that have them.")
+
+    def top(self) -> str:
+        v = self.v
+        if not v.ranked:
+            self.report.missing["top"] = "no complete trial"
+            return h.missing("no complete trial")
+        front = {t.number for t in v.pareto}
+        header = ["rank", "trial"] + [f"val {n}" for n in v.names] + (["front"] if v.multi else []) + \
+            ["epochs", "best epoch", "seconds", "params"]
+        rows = []
+        for i, t in enumerate(v.ranked[:TOP_TRIALS]):
+            secs = v.seconds(t)
+            rows.append([str(i + 1), str(t.number)] + [_fmt(x) for x in t.values]
+                        + (["✓" if t.number in front else ""] if v.multi else [])
+                        + [_fmt(t.user_attrs.get("epochs", "")), _fmt(t.user_attrs.get("best_epoch") or ""),
+                           "" if secs is None else f"{secs:.1f}", h.params_cell(t.params)])
+        k = len(v.names)
+        numeric = {0, 1, *range(2, 2 + k), 2 + k + v.multi, 3 + k + v.multi, 4 + k + v.multi}
+        note = f"<p>The {min(TOP_TRIALS, len(v.ranked))} best of {len(v.ranked)} complete trials by val {v.metric}.</p>"
+        return note + h.table(header, rows, numeric)
+
+    def failed(self) -> str:
+        v = self.v
+        if not v.failed:
+            return "<p>No trial failed.</p>"
+        reasons = collections.Counter(t.user_attrs.get(FAIL_REASON, "unknown (no reason recorded)") for t in v.failed)
+        summary = h.table(["reason", "trials"], [[f'<span class="reason">{h.esc(r)}</span>', str(n)]
+                                                 for r, n in reasons.most_common()], {1})
+        rows = []
+        for t in v.failed[:MAX_FAILED_ROWS]:
+            secs = v.seconds(t)
+            rows.append([str(t.number), f'<span class="reason">{h.esc(t.user_attrs.get(FAIL_REASON, "unknown"))}'
+                                        f"</span>", "" if secs is None else f"{secs:.1f}", h.params_cell(t.params)])
+        more = f"<p>… and {len(v.failed) - MAX_FAILED_ROWS} more.</p>" if len(v.failed) > MAX_FAILED_ROWS else ""
+        return (f"<p>{len(v.failed)} failed trial(s), by reason:</p>" + summary
+                + h.table(["trial", "reason", "seconds", "params"], rows, {0, 2}) + more)
+
+    def recipe(self) -> str:
+        found = self.v.best_recipe
+        if found is None:
+            self.report.missing["recipe"] = "no complete trial"
+            return h.missing("no complete trial, so no best recipe")
+        text, where = found
+        return (f"<p>From {h.esc(where)}; train it with <code>dnntune train recipe.yaml</code>.</p>"
+                f"<pre>{h.esc(text)}</pre>")
+
+    def test(self) -> str:
+        from . import _figures as f
+
+        found = self.v.test_metrics
+        if found is None:
+            reason = ("no final test of the best recipe in the run folder (best/summary.json)"
+                      if self.v.run_dir is not None else "no run folder given, so no final test metrics")
+            self.report.missing["test"] = reason
+            return h.missing(reason)
+        test, where = found
+        scalars = [(k, x) for k, x in test.items() if isinstance(x, (int, float)) and not isinstance(x, bool)]
+        out = (f"<p>The best recipe, retrained and evaluated once on the test split ({h.esc(where)}).</p>"
+               + h.table([k for k, _ in scalars], [[_fmt(x) for _, x in scalars]], set(range(len(scalars)))))
+        if test.get("confusion_matrix"):
+            out += self.figure("confusion", lambda: f.confusion(test["confusion_matrix"]), "test confusion matrix",
+                               "Rows: true class, columns: predicted class; colour: share of the true class.")
+        return out
+
+    # --- the page ---------------------------------------------------------------------------------
+    def build(self) -> Report:
+        from . import _figures as f
+
+        v = self.v
+        parts: dict[str, str] = {}
+        steps: list[tuple[str, Callable[[], str]]] = [
+            ("history", self.history),
+            ("importance", self.importance_section),
+            ("parallel", lambda: self.figure("parallel", lambda: f.parallel(v, self._order()), "parallel coordinates",
+                                             "Each line is a complete trial, coloured by its validation value "
+                                             "(bright = better); categorical axes list their choices.")),
+            ("slices", lambda: self.figure("slices", lambda: f.slices(v, self._order()), "slice plots")),
+            ("curves", lambda: self.figure("curves", lambda: f.curves(v), "learning curves",
+                                           "Validation value per epoch; a cross marks where a pruned trial stopped.")),
+            ("timeline", lambda: self.figure("timeline", lambda: f.timeline(v), "timeline of trials per worker",
+                                             "One row per worker process (owner pid); bars coloured by state.")),
+            ("top", self.top), ("failed", self.failed), ("recipe", self.recipe), ("test", self.test),
+        ]
+        for name, fn in steps:
+            self.on_step(name)
+            t0 = time.perf_counter()
+            parts[name] = fn()
+            self.report.seconds.setdefault(name, time.perf_counter() - t0)
+        self.on_step("summary")
+        parts["summary"] = self.summary()
+        body = "\n".join(h.section(a, t, parts[a]) for a, t in SECTIONS)
+        from .. import __version__
+
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        footer = (f"dnntune {__version__} · Optuna {optuna.__version__} · generated {stamp}. Self-contained: the "
+                  f"figures are embedded; PNG copies are beside this file.")
+        html = h.page(f"dnntune report: {v.study.study_name}", list(SECTIONS), body, footer)
+        self.report.path.write_text(html, encoding="utf-8")
+        return self.report
+
+    def _order(self) -> list[str] | None:
+        return list(self.importance) + [p for p in self.v.params if p not in self.importance] \
+            if self.importance else None
+
+
+def _problem(v: StudyView) -> str | None:
+    if v.complete:
+        return None
+    c = collections.Counter(t.state.name for t in v.trials)
+    if v.failed:
+        reasons = collections.Counter(t.user_attrs.get(FAIL_REASON, "unknown") for t in v.failed)
+        (reason, n), = reasons.most_common(1)
+        return (f"no trial of study {v.study.study_name!r} completed: {c['FAIL']} failed, {c['PRUNED']} pruned, "
+                f"{c['RUNNING']} running; most common failure: {reason}"
+                + (f" ({n} of {len(v.failed)})" if n < len(v.failed) else ""))
+    return (f"no trial of study {v.study.study_name!r} completed yet: {c['PRUNED']} pruned, {c['RUNNING']} running, "
+            f"{c['WAITING']} waiting")
+
+
+def build_report(study: optuna.Study, out_dir: str | Path, run_dir: str | Path | None = None, storage: str = "",
+                 on_step: Callable[[str], None] | None = None) -> Report:
+    """Write ``out_dir/index.html`` (self-contained) and the figures as PNG files beside it.
+
+    A study without any complete trial gets a partial report (the failure table and the reasons) and
+    ``Report.problem`` says so; a study without any trial is a :class:`ReportError`.
+
+    Example:
+        >>> import optuna
+        >>> study = optuna.create_study()
+        >>> study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=20)
+        >>> build_report(study, "/tmp/report").path.name
+        'index.html'
+    """
+    view = StudyView(study, run_dir, storage)
+    if not view.trials:
+        raise ReportError(f"study {study.study_name!r}{f' in {storage}' if storage else ''} has no trials yet: "
+                          f"nothing to report (run `dnntune tune` first)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in FIGURE_FILES:  # a figure of an earlier report that is missing now must not linger
+        (out / f"{name}.png").unlink(missing_ok=True)
+    builder = _Builder(view, out, on_step)
+    builder.report.problem = _problem(view)
+    return builder.build()
