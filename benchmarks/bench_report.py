@@ -91,7 +91,9 @@ def synthetic_study(run_dir: Path, n_trials: int = 200, epochs: int = 30, multi:
             curve = {e: v for e, v in curve.items() if e <= 2}
         n_params = int(p.get("model.mlp.width", 8) ** 2 * p.get("model.mlp.depth", 1) + 100)
         attrs = {"epochs": len(curve), "best_epoch": max(curve, key=curve.get), "params": n_params,
-                 "wall_seconds": round(0.4 * len(curve), 3), "val": {"accuracy": curve[max(curve)]}}
+                 "wall_seconds": round(0.4 * len(curve), 3), "val": {"accuracy": curve[max(curve)]},
+                 "recipe": {"seed": 0, "data": {"name": "synthetic"}, "model": {"family": p["model.family"]},
+                            "optim": {"name": p["optim.name"], "lr": p["optim.lr"]}}}
         if state == TrialState.FAIL:
             attrs["fail_reason"] = "diverged (NaN/inf loss) at epoch 2" if rng.uniform() < 0.7 else \
                 "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
@@ -111,6 +113,8 @@ def synthetic_study(run_dir: Path, n_trials: int = 200, epochs: int = 30, multi:
         t.datetime_start, t.datetime_complete = start, clock[pid]
         trials.append(t)
     study.add_trials(trials)
+    if failed_only:
+        return study
     best = run_dir / "best"
     best.mkdir(exist_ok=True)
     cm = (np.eye(10) * 90 + rng.integers(0, 6, (10, 10))).astype(int).tolist()

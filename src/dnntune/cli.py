@@ -89,8 +89,10 @@ def cmd_train(args) -> int:
     if not args.quiet and not args.json:
         progress = EpochProgress(recipe.train.epochs, trainer)
         trainer.add_hook(progress)
+    from .report.tracking import fit_tracked
+
     try:
-        trainer.fit()
+        fit_tracked(trainer, args.tracker)
     finally:
         if progress is not None:
             progress.close()
@@ -224,7 +226,7 @@ def cmd_tune(args) -> int:
     name = args.study or (Path(args.experiment).stem if args.experiment else f"{args.data}-default")
     out = Path(args.out) if args.out else Path("runs") / name
     summary = tune(experiment, out, storage_url=args.storage, study_name=name, quiet=args.quiet or args.json,
-                   source=source)
+                   source=source, tracker=args.tracker)
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
@@ -250,6 +252,8 @@ def _print_tune_summary(summary: dict, out: Path) -> None:
     table.add_row("test", *[f"{summary['test'][k]:.4f}" for k in shown])
     con.print(table)
     con.print(f"study: {summary['storage']} (name {summary['study']}); best model: {out / 'best'}")
+    if summary.get("report"):
+        con.print(f"report: {summary['report']}")
 
 
 def cmd_worker(args) -> int:
@@ -289,6 +293,108 @@ def cmd_best(args) -> int:
     return 0
 
 
+def cmd_lr_find(args) -> int:
+    from .config import load_recipe
+    from .engine.lr_find import lr_find
+
+    recipe = load_recipe(args.recipe, args.set)
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.recipe).stem}-lr-find"
+    bar = None
+    if not (args.quiet or args.json):
+        from rich.progress import Progress
+
+        bar = Progress(console=_console(), transient=True)
+        task = bar.add_task("lr range test", total=args.steps)
+        bar.start()
+    try:
+        result = lr_find(recipe, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps,
+                         on_step=(lambda i, lr, loss: bar.update(task, completed=i)) if bar else None)
+    finally:
+        if bar is not None:
+            bar.stop()
+    paths = result.save(out)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif args.quiet:
+        print(f"{result.suggestion:.3g}")
+    else:
+        con = _console(stderr=False)
+        con.print(f"suggested lr {result.suggestion:.3g} ({result.rule}: minimum at {result.min_loss_lr:.3g}); "
+                  f"{len(result.lrs)} steps, {result.stopped}")
+        con.print(f"plot: {paths['png']}  data: {paths['json']}")
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from .report import ablation
+
+    spec = ablation.load_ablation(args.experiment, args.set, args.seeds, args.workers, args.baseline)
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.experiment).stem}-ablation"
+    bar = None
+    if not (args.quiet or args.json):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("[bold]ablation runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=_console())
+        task = bar.add_task("ablate", total=None)
+        bar.start()
+    try:
+        result = ablation.ablate(spec, on_done=(lambda i, n: bar.update(task, completed=i, total=n)) if bar else None)
+    finally:
+        if bar is not None:
+            bar.stop()
+    paths = ablation.write(result, out)
+    if args.json:
+        print(paths["json"].read_text())
+    elif not args.quiet:
+        ablation.print_table(result, _console(stderr=False))
+        _console(stderr=False).print(f"written: {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+TRACKER_ARG = {"choices": ("jsonl", "tensorboard", "none"), "default": "jsonl",
+               "help": "per-epoch tracking: jsonl (curves.jsonl, in every run folder anyway), tensorboard "
+                       "(also TensorBoard event files per run/trial: `tensorboard --logdir RUN_DIR`), none"}
+
+
+def cmd_report(args) -> int:
+    from .report import ReportError, write_report
+    from .report._build import SECTIONS
+
+    if args.run_dir and args.storage:
+        raise ReportError("report: give a RUN_DIR or --storage URL --study NAME, not both")
+    if not args.run_dir and not args.storage:
+        raise ReportError("report: give the RUN_DIR of `dnntune tune` or --storage URL --study NAME")
+    progress = None
+    if not args.quiet and not args.json:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress = Progress(TextColumn("[bold]report[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=_console(), transient=True)
+        task = progress.add_task("", total=len(SECTIONS))
+        progress.start()
+
+    def step(name: str) -> None:
+        if progress is not None:
+            progress.update(task, advance=1, description=name)
+
+    try:
+        report = write_report(args.run_dir, storage=args.storage, study=args.study, out=args.out, on_step=step)
+    finally:
+        if progress is not None:
+            progress.stop()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    elif not args.quiet:
+        con = _console(stderr=False)
+        for name, why in report.missing.items():
+            con.print(f"[dim]not shown: {name}: {why}[/dim]")
+        con.print(f"report: {report.path} ({len(report.figures)} figures)")
+    if report.problem:
+        raise ReportError(f"{report.problem}; wrote a partial report with the failures: {report.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -307,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the run folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar or table")
     t.add_argument("--json", action="store_true", help="print summary.json to stdout")
+    t.add_argument("--tracker", **TRACKER_ARG)
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("datasets", help="list datasets and their knobs")
@@ -334,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--out", help="run folder (default runs/<study>)")
     tu.add_argument("--quiet", action="store_true")
     tu.add_argument("--json", action="store_true", help="print summary.json to stdout")
+    tu.add_argument("--tracker", **TRACKER_ARG)
     tu.set_defaults(func=cmd_tune)
 
     w = sub.add_parser("worker", help="join a running study from another process or machine")
@@ -351,6 +459,57 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--study", required=True)
     b.add_argument("--out", help="write the recipe here instead of printing it")
     b.set_defaults(func=cmd_best)
+
+    r = sub.add_parser("report", help="write the HTML report of a study", description="Write one self-contained "
+                       "HTML page (figures embedded) and the PNG figures: RUN_DIR/report/index.html.")
+    r.add_argument("run_dir", nargs="?", help="run folder of `dnntune tune`")
+    r.add_argument("--storage", help="instead of RUN_DIR: the study storage (journal path or database URL)")
+    r.add_argument("--study", help="study name (default: the run folder's study)")
+    r.add_argument("--out", help="report folder (default RUN_DIR/report)")
+    r.add_argument("--quiet", action="store_true", help="no progress, print nothing but errors")
+    r.add_argument("--json", action="store_true", help="print what was written as JSON")
+    r.set_defaults(func=cmd_report)
+
+    lf = sub.add_parser("lr-find", help="learning-rate range test: loss vs lr, suggested lr",
+                        description="One short run with the lr growing exponentially per step from --min-lr to "
+                        "--max-lr on the training split; smoothed loss vs lr in DIR/lr_find.png and lr_find.json. "
+                        "Suggested lr: the minimum of the smoothed loss / 10. Stops when the smoothed loss exceeds "
+                        "4x its minimum. The recipe's lr and schedule are ignored; validation data is untouched.")
+    lf.add_argument("recipe", help="recipe YAML file")
+    lf.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    lf.add_argument("--out", help="output folder (default runs/<recipe name>-lr-find)")
+    lf.add_argument("--min-lr", type=float, default=1e-7, dest="min_lr")
+    lf.add_argument("--max-lr", type=float, default=10.0, dest="max_lr")
+    lf.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
+    lf.add_argument("--quiet", action="store_true", help="print only the suggested lr")
+    lf.add_argument("--json", action="store_true", help="print lr_find.json to stdout")
+    lf.set_defaults(func=cmd_lr_find)
+
+    ab = sub.add_parser("ablate", help="what each strategy bought: cumulative and leave-one-out views over seeds",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Train the rows of two views over several seeds: cumulative (from a baseline "
+                        "recipe, switch one strategy at a time to the best recipe's setting) and leave-one-out "
+                        "(from the best, revert one strategy at a time). Writes ablation.md/.csv/.png/.json.\n\n"
+                        "EXPERIMENT is an ablation file:\n"
+                        "  best: runs/digits/best/recipe.yaml  # recipe file, run folder or inline recipe\n"
+                        "  baseline: digits-baseline.yaml      # default: the seed articles' MLP/Adam baseline\n"
+                        "  seeds: 3                            # or a list; workers: 2; metric: accuracy\n"
+                        "  strategies: [architecture, ...]     # order of the cumulative view\n"
+                        "  set: [train.epochs=20]              # overrides for both recipes\n"
+                        "or a recipe file or run folder (= best, with the default baseline).\n\n"
+                        "Strategies: architecture, optimizer (+ lr, grad clip), schedule, batch_size, loss, "
+                        "regularization (weight decay, L1, dropout), augmentation, training_length (epochs, early "
+                        "stopping). Validation numbers are for choices; test numbers are the final evaluation.")
+    ab.add_argument("experiment", help="ablation file, recipe file or run folder")
+    ab.add_argument("--baseline", help="baseline recipe file or run folder (overrides the file's)")
+    ab.add_argument("--seeds", type=int, help="number of seeds (default 3)")
+    ab.add_argument("--workers", type=int, help="parallel training processes (default 2)")
+    ab.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a field of both recipes (repeatable)")
+    ab.add_argument("--out", help="output folder (default runs/<name>-ablation)")
+    ab.add_argument("--quiet", action="store_true")
+    ab.add_argument("--json", action="store_true", help="print ablation.json to stdout")
+    ab.set_defaults(func=cmd_ablate)
 
     demo = sub.add_parser("demo", help="the main job on the embedded default: tune MNIST-1D for ~5 minutes")
     demo.add_argument("--out", default="runs/demo", help="run folder (replaced on every demo)")

@@ -188,7 +188,8 @@ class Recipe(Section):
         return out
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # the C dumper when libyaml is there
+        return yaml.dump(self.to_dict(), Dumper=dumper, sort_keys=False)
 
 
 # --- loading ------------------------------------------------------------------------------------

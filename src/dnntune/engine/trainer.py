@@ -7,6 +7,7 @@ after each epoch, and stops when that returns True (the search layer hangs pruni
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -80,18 +81,22 @@ def recipe_hash(recipe: Recipe) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _env(device: torch.device) -> dict:
+@functools.lru_cache(maxsize=1)
+def _git_hash() -> str | None:
     import subprocess
 
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=5, cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _env(device: torch.device) -> dict:
     from .. import __version__
 
-    try:
-        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        git = None
     return {"dnntune": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "device": str(device), "threads": torch.get_num_threads(), "git": git}
+            "device": str(device), "threads": torch.get_num_threads(), "git": _git_hash()}
 
 
 @torch.no_grad()

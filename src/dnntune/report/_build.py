@@ -172,8 +172,11 @@ class _Builder:
     def recipe(self) -> str:
         found = self.v.best_recipe
         if found is None:
-            self.report.missing["recipe"] = "no complete trial"
-            return h.missing("no complete trial, so no best recipe")
+            reason = ("no complete trial, so no best recipe" if self.v.best is None else
+                      f"the best trial ({self.v.best.number}) carries no recipe and the run folder has no "
+                      f"best/recipe.yaml")
+            self.report.missing["recipe"] = reason
+            return h.missing(reason)
         text, where = found
         return (f"<p>From {h.esc(where)}; train it with <code>dnntune train recipe.yaml</code>.</p>"
                 f"<pre>{h.esc(text)}</pre>")

@@ -14,6 +14,7 @@ from datetime import datetime
 import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from ._view import StudyView
 
@@ -217,6 +218,9 @@ def parallel(v: StudyView, order: list[str] | None) -> Figure:
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
     k = len(names)
     ax.axvline(k, color="#4a5568", lw=0.8)
+    for y, value in ((0.0, lo), (1.0, hi)) if hi > lo else ((0.0, lo),):
+        ax.text(k + 0.04, y, fmt(value), fontsize=7, va="center", ha="left",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
     ax.set_xlim(-0.2, k + 0.5)
     ax.set_ylim(-0.06, 1.06)
     ax.set_yticks([])
@@ -268,6 +272,7 @@ def slices(v: StudyView, order: list[str] | None) -> Figure:
             xs = [float(t.params[name]) for t in have]
             if getattr(dist, "log", False) and xs and min(xs) > 0:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of short log ranges overlap
             ax.tick_params(axis="x", labelsize=7)
         ax.scatter(xs, ys, c=c, cmap="Blues", vmin=-0.3 * n_max, vmax=n_max, s=14, edgecolors="#2c5282",
                    linewidths=0.3)
@@ -305,8 +310,9 @@ def curves(v: StudyView) -> Figure:
         ax.plot(*c[-1], "x", color=STATE_COLORS["PRUNED"], ms=4, alpha=0.7)
     for i, (t, c) in enumerate(top_curves):
         best = t is v.best or (v.best is not None and t.number == v.best.number)
-        ax.plot(*zip(*c), color=TOP_COLORS[i % len(TOP_COLORS)], lw=2.4 if best else 1.4, marker="o" if len(c) < 30 else None, ms=3,
-                label=f"trial {t.number}: {t.values[0]:.4g}" + (" (best)" if best else ""), zorder=3)
+        ax.plot(*zip(*c), color=TOP_COLORS[i % len(TOP_COLORS)], lw=2.4 if best else 1.4,
+                marker="o" if len(c) < 30 else None, ms=3, zorder=3,
+                label=f"trial {t.number}: {t.values[0]:.4g}" + (" (best)" if best else ""))
     ax.set_xlabel("epoch")
     ax.set_ylabel(_objective_label(v))
     ax.grid(alpha=0.3)

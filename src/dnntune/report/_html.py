@@ -25,14 +25,14 @@ pre{background:#f7fafc;border:1px solid #e2e8f0;padding:10px;font-size:.82em;ove
 footer{margin-top:3em;font-size:.8em;color:#718096}
 """
 
-# Sets data-broken-images / data-errors on <html> once the page has loaded, and shows a banner when a
-# figure failed to load (the headless-browser test reads these attributes).
+# When the page has loaded, sets data-images / data-broken-images / data-errors / data-checked on <html> and
+# shows a banner if a figure failed to load or decode (the headless-browser test reads these attributes).
 SCRIPT = """(function(){var h=document.documentElement,errs=[];h.setAttribute("data-errors","");
 window.addEventListener("error",function(e){var t=e.target;errs.push(t&&t.tagName?("cannot load "+
 (t.getAttribute("alt")||t.tagName)):String(e.message));h.setAttribute("data-errors",errs.join("; "));},true);
-window.addEventListener("load",function(){var bad=[];var imgs=document.getElementsByTagName("img");
-for(var i=0;i<imgs.length;i++){var m=imgs[i];if(!(m.complete&&m.naturalWidth>0)){bad.push(m.getAttribute("alt")||
-("image "+i));}}h.setAttribute("data-images",String(imgs.length));h.setAttribute("data-broken-images",bad.join("; "));
+window.addEventListener("load",function(){var bad=[],imgs=document.images;for(var i=0;i<imgs.length;i++){
+var m=imgs[i];if(!(m.complete&&m.naturalWidth>0)){bad.push(m.getAttribute("alt")||("image "+i));}}
+h.setAttribute("data-images",String(imgs.length));h.setAttribute("data-broken-images",bad.join("; "));
 h.setAttribute("data-checked","1");if(bad.length){var w=document.getElementById("broken");
 w.textContent=bad.length+" figure(s) failed to load: "+bad.join(", ");w.hidden=false;}});})();"""
 

@@ -87,7 +87,7 @@ def from_run_dir(run_dir: str | Path, study_name: str | None = None) -> Source:
     elif summary.get("storage"):
         url = summary["storage"]
     else:
-        raise ReportError(f"{run_dir}: not a dnntune run folder (no {JOURNAL_NAME} and no summary.json naming "
-                          f"a storage); give --storage URL --study NAME")
+        raise ReportError(f"{run_dir}: not the run folder of `dnntune tune` (no {JOURNAL_NAME} and no summary.json "
+                          f"naming a study storage); give --storage URL --study NAME")
     storage = _open(url)
     return Source(_load(storage, url, study_name), url, run_dir)

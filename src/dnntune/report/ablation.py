@@ -663,14 +663,18 @@ def plot(result: AblationResult, path: Path) -> None:
         ax.set_yticks(ys, [r.label for r in rows], fontsize=8)
         ax.set_title(f"{name}", fontsize=9, loc="left")
         ax.grid(True, axis="x", alpha=0.3)
+    note = ""
     if lows:
         lo, hi = min(lows), max(highs)
-        pad = max((hi - lo) * 0.15, 1e-6)
+        pad = max((hi - lo) * 0.1, 1e-6)
+        lo, hi = lo - pad, hi + pad
+        if scale == 100:  # a share: the axis stays within 0..100 %
+            lo, hi = max(lo, 0.0), min(hi, 100.0)
         for ax in axes:
-            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_xlim(lo, hi)
+        note = " (axis does not start at 0)" if lo > 0 else ""
     unit = " (%)" if scale == 100 else ""
-    axes[-1].set_xlabel(f"{result.metric}{unit}: mean over {len(result.spec.seeds)} seeds, 95% CI "
-                        f"(axis does not start at 0)")
+    axes[-1].set_xlabel(f"{result.metric}{unit}: mean over {len(result.spec.seeds)} seeds, 95% CI{note}")
     axes[0].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
@@ -702,21 +706,28 @@ def write(result: AblationResult, out_dir: str | Path) -> dict[str, Path]:
 
 
 def print_table(result: AblationResult, console) -> None:
-    """Both views as rich tables (plain text when the output is not a terminal)."""
+    """Both views as compact rich tables: mean ± std, ± the 95% CI half-width (t), and what the strategy bought."""
+    from rich import box
     from rich.table import Table
 
+    f = _fmt(result)
     unit = " %" if result.metric in PERCENT_METRICS else ""
-    for view, title in (("cumulative", "cumulative: baseline + one strategy at a time"),
+    for view, title in (("cumulative", "cumulative: baseline + one strategy at a time (last row = best)"),
                         ("leave_one_out", "leave-one-out: best − one strategy at a time")):
-        t = Table(title=title, title_justify="left")
-        for col in ("row", f"val {result.metric}{unit}", "95% CI", "bought (val)", f"test{unit}", "95% CI",
-                    "bought (test)"):
-            t.add_column(col, justify="left" if col == "row" else "right")
+        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        t.add_column("row", no_wrap=True)
+        for col in (f"val{unit}", "CI95 ±", "bought", f"test{unit}", "CI95 ±", "bought"):
+            t.add_column(col, justify="right", no_wrap=True)
         for d in table_rows(result):
-            if d["view"] == view:
-                c = cells(result, d)
-                t.add_row(d["row"] + (" [red](failures)[/red]" if d["failures"] else ""), c["val"], c["val_ci"],
-                          c["val_bought"], c["test"], c["test_ci"], c["test_bought"])
+            if d["view"] != view:
+                continue
+            row = [d["row"].replace(" (= best)", "") + (" [red]![/red]" if d["failures"] else "")]
+            for s in ("val", "test"):
+                half = (d[f"{s}_ci_high"] - d[f"{s}_ci_low"]) / 2
+                row += [f"{f(d[f'{s}_mean'])}±{f(d[f'{s}_std'])}", f(half), f(d[f"{s}_bought"], True)
+                        if math.isfinite(d[f"{s}_bought"]) else ""]
+            t.add_row(*row)
         console.print(t)
-    console.print(f"validation for choices; test = final evaluation; {len(result.spec.seeds)} seeds, "
+    console.print(f"{len(result.spec.seeds)} seeds; validation is for choices, test is the final evaluation; "
+                  f"bought = paired gain (cumulative: vs the row above; leave-one-out: best vs the row); "
                   f"{result.wall_seconds:.0f} s")

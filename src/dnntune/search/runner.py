@@ -24,6 +24,7 @@ from ..engine import checkpoint as ckpt
 from ..engine.metrics import default_metric, direction
 from ..engine.trainer import Trainer
 from ..errors import ConfigError, TrainingDiverged, UserError
+from ..report.tracking import fit_tracked
 from . import storage as st
 from .space import grid_space, suggest_recipe
 
@@ -31,6 +32,7 @@ EXPERIMENT_KEY = "dnntune:experiment"
 DEADLINE_KEY = "dnntune:deadline"
 STOP_KEY = "dnntune:stop_reason"
 REQUEUED_KEY = "dnntune:requeued"
+TRACKER_KEY = "dnntune:tracker"
 FAIL_REASON = "fail_reason"
 INTERRUPTED = "interrupted (Ctrl-C)"
 OBJECTIVE_EXTRAS = {"params": "minimize", "wall_seconds": "minimize", "epochs": "minimize"}
@@ -189,6 +191,7 @@ class WorkerConfig:
     epoch_budget: int | None = None
     deadline: float | None = None
     threads: int | None = None
+    tracker: str | None = None  # None: the study's (set by `tune`), else jsonl
 
 
 def objective_factory(experiment: dict, objectives: Objectives, cfg: WorkerConfig, data_cache: _DataCache,
@@ -222,7 +225,8 @@ def objective_factory(experiment: dict, objectives: Objectives, cfg: WorkerConfi
                 return False
 
             trial_dir = cfg.out_dir / "trials" / f"{trial.number:04d}"
-            result = Trainer(recipe, data, out_dir=trial_dir, on_epoch_end=report, evaluate_test=False).fit()
+            result = fit_tracked(Trainer(recipe, data, out_dir=trial_dir, on_epoch_end=report, evaluate_test=False),
+                                 cfg.tracker)
             trial.set_user_attr("epochs", result.epochs)
             trial.set_user_attr("best_epoch", result.best_epoch)
             trial.set_user_attr("params", result.params)
@@ -287,6 +291,8 @@ def run_worker(cfg: WorkerConfig, storage=None, on_trial=None, on_epoch=None) ->
         cfg.epoch_budget = attrs.get("dnntune:epoch_budget")
     if cfg.deadline is None:
         cfg.deadline = attrs.get(DEADLINE_KEY)
+    if cfg.tracker is None:
+        cfg.tracker = attrs.get(TRACKER_KEY) or "jsonl"
     if cfg.threads is None:
         cfg.threads = max(1, (os.cpu_count() or 1) // max(cfg.workers, 1))
     import torch
@@ -361,7 +367,8 @@ def merge_train_val(data: Data) -> Data:
     return dataclasses.replace(data, train=train, val=empty)
 
 
-def final_model(study: optuna.Study, objectives: Objectives, out_dir: Path, mode: str, quiet: bool = True):
+def final_model(study: optuna.Study, objectives: Objectives, out_dir: Path, mode: str, quiet: bool = True,
+                tracker: str = "jsonl"):
     """Retrain the best recipe on train+val (or keep the best trial's weights), test it once."""
     best = best_trial(study, objectives)
     if best is None:
@@ -375,7 +382,7 @@ def final_model(study: optuna.Study, objectives: Objectives, out_dir: Path, mode
             "epochs": max(epochs, 1), "early_stopping": recipe.train.early_stopping.model_copy(
                 update={"patience": None}), "checkpoint": True})
         recipe = recipe.model_copy(update={"train": train_section})
-        result = Trainer(recipe, merge_train_val(data), out_dir=best_dir, resume=False).fit()
+        result = fit_tracked(Trainer(recipe, merge_train_val(data), out_dir=best_dir, resume=False), tracker)
         test = result.metrics["test"]
     else:
         from ..engine.checkpoint import load_weights

@@ -26,6 +26,7 @@ from .runner import (
     INTERRUPTED,
     REQUEUED_KEY,
     STOP_KEY,
+    TRACKER_KEY,
     Objectives,
     StudyFailed,
     WorkerConfig,
@@ -163,8 +164,11 @@ def _wait_workers(procs: list[subprocess.Popen], study: optuna.Study, view: Live
 
 
 def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_name: str | None = None,
-         quiet: bool = False, source: str = "experiment") -> dict:
-    """Run (or continue) a study for ``experiment`` and return the summary written to ``out_dir``."""
+         quiet: bool = False, source: str = "experiment", tracker: str = "jsonl") -> dict:
+    """Run (or continue) a study for ``experiment`` and return the summary written to ``out_dir``.
+
+    ``tracker``: per-epoch tracking of each trial (``jsonl``, ``tensorboard`` or ``none``); the HTML
+    report is written to ``out_dir/report`` at the end (a failing report only warns)."""
     t0 = time.time()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = SearchSection(**(experiment.get("search") or {}))
@@ -182,13 +186,20 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
     except ValueError as e:
         raise ConfigError(f"--study: {study_name!r} exists with other objectives ({e})") from None
     stored = study.user_attrs.get(EXPERIMENT_KEY)
+    lr_prior = None
+    if search.lr_prior == "range_test":  # narrow the lr dimension(s) before the first trial
+        from .lr_prior import LR_PRIOR_KEY, apply_lr_prior
+
+        experiment, lr_prior = apply_lr_prior(experiment, study.user_attrs.get(LR_PRIOR_KEY), quiet)
     if stored is not None and _identity(stored) != _identity(experiment):
         raise ConfigError(f"--study: {study_name!r} in {storage_desc} was created from a different experiment "
                           f"(search space or settings changed); continue it with the same file or use --study NEW")
     for key, value in ((EXPERIMENT_KEY, experiment), ("dnntune:objectives", objectives.names),
                        ("dnntune:directions", objectives.directions), ("dnntune:n_trials", search.n_trials),
-                       ("dnntune:epoch_budget", search.epoch_budget)):
+                       ("dnntune:epoch_budget", search.epoch_budget), (TRACKER_KEY, tracker)):
         study.set_user_attr(key, value)
+    if lr_prior is not None:
+        study.set_user_attr(LR_PRIOR_KEY, lr_prior)
     if study.user_attrs.get(STOP_KEY):
         study.set_user_attr(STOP_KEY, None)
     deadline = None if search.timeout is None else t0 + search.timeout
@@ -228,17 +239,36 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
         if not quiet:
             print("retraining the best recipe" + (" on train+val" if search.final == "retrain" else "") +
                   " and evaluating it once on the test split", file=sys.stderr)
-        final = final_model(study, objectives, out_dir, search.final)
+        final = final_model(study, objectives, out_dir, search.final, tracker=tracker)
     summary = study_summary(study, objectives, final, time.time() - t0, storage_desc)
+    if lr_prior is not None:
+        summary["lr_prior"] = lr_prior["tests"]
     if stop:
         summary["stopped"] = stop
     ckpt.write_json(out_dir / "summary.json", summary)
+    report = _write_report(study, out_dir, storage_desc, quiet)
+    if report is not None:
+        summary["report"] = str(report)
     if stop:
         raise StudyFailed(f"study stopped: {stop}. Completed trials are kept in {storage_desc}.")
     if final is None:
         raise StudyFailed(f"no trial completed (trials: {summary['trials']}); see the trials' fail_reason with "
                           f"`optuna trials --study-name {study_name} --storage {storage_desc}`")
     return summary
+
+
+def _write_report(study: optuna.Study, out_dir: Path, storage_desc: str, quiet: bool) -> Path | None:
+    """The study's HTML report; a failure warns and never loses the study or its summary."""
+    try:
+        from ..report import build_report
+
+        if not quiet:
+            print("writing the report", file=sys.stderr)
+        return build_report(study, out_dir / "report", out_dir, storage_desc).path
+    except Exception as e:  # noqa: BLE001 - the study is done; the report can be rebuilt with `dnntune report`
+        print(f"dnntune: warning: the report could not be written ({type(e).__name__}: {e}); rebuild it with "
+              f"`dnntune report {out_dir}`", file=sys.stderr)
+        return None
 
 
 def worker_main(storage_url: str, study_name: str, out_dir: Path, index: int, workers: int,
