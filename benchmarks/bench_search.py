@@ -37,8 +37,14 @@ def efficiency_run(method: str, seed: int, budget: float, epochs: int) -> dict:
     import optuna
     import torch
 
-    from dnntune.search.runner import Objectives, WorkerConfig, _DataCache, make_pruner, make_sampler, \
-        objective_factory
+    from dnntune.search.runner import (
+        Objectives,
+        WorkerConfig,
+        _DataCache,
+        make_pruner,
+        make_sampler,
+        objective_factory,
+    )
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -162,8 +168,14 @@ def overhead(quick: bool) -> str:
     import optuna
     import torch
 
-    from dnntune.search.runner import Objectives, WorkerConfig, _DataCache, make_pruner, make_sampler, \
-        objective_factory
+    from dnntune.search.runner import (
+        Objectives,
+        WorkerConfig,
+        _DataCache,
+        make_pruner,
+        make_sampler,
+        objective_factory,
+    )
     from dnntune.search.storage import HeartbeatJournalStorage
 
     torch.set_num_threads(1)
@@ -195,8 +207,8 @@ def overhead(quick: bool) -> str:
     return (f"### Study overhead ({len(trials)} trials, TPE + ASHA, embedded journal storage with heartbeats)\n\n"
             f"| trials | wall (s) | inside training (s) | outside training (s) | outside per trial (ms) | "
             f"mean trial (s) | overhead share |\n|---|---|---|---|---|---|---|\n"
-            f"| {len(trials)} | {wall:.1f} | {train_s:.1f} | {outside:.1f} | {per_trial * 1000:.0f} | {mean_trial:.2f} | "
-            f"{outside / wall:.2%} |\n\n"
+            f"| {len(trials)} | {wall:.1f} | {train_s:.1f} | {outside:.1f} | {per_trial * 1000:.0f} | "
+            f"{mean_trial:.2f} | {outside / wall:.2%} |\n\n"
             f"With trials of ~5 s (the issue's setting) the same per-trial overhead is **{projected:.2%}** of the "
             f"study's wall time (measured here with {mean_trial:.1f} s trials to keep the benchmark short).\n")
 
