@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 
-.PHONY: demo test lint bench clean setup
+.PHONY: demo test lint bench clean setup chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,8 +23,14 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-test: $(STAMP) lint
+test: $(STAMP) lint chromium
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 tests
+
+# the report test opens the HTML report in headless Chromium; installed when missing and we are root
+# (otherwise that test skips and says why)
+chromium:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

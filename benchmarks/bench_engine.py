@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = [
     ("MNIST-1D / cnn1d", {"name": "mnist1d"},
      {"family": "cnn1d", "channels": 64, "depth": 3, "kernel": 5, "pooling": "max", "batch_norm": True,
-      "head": "flatten"}, 128, 6, 1),
+      "head": "flatten"}, 128, 5, 1),
     ("digits / mlp", {"name": "digits"}, {"family": "mlp", "width": 256, "depth": 2}, 64, 30, 2),
 ]
 LR = 3e-3
@@ -170,15 +170,12 @@ PARTS = ["train loop", "setup (model, optimizer)", "per-epoch validation", "  of
 
 
 def _compare(label: str, recipe, data, repeats: int, quick: bool, tmp_root: Path) -> tuple[str, str]:
-    """One configuration: the four arms interleaved; a throughput row and a breakdown row."""
+    """One configuration: the three arms interleaved; a throughput row and a breakdown row."""
     parts: list[dict] = []
 
     def engine():
         res = Trainer(recipe, data=data).fit()
         assert res.epochs == recipe.train.epochs
-
-    def engine_out():
-        Trainer(recipe, data=data, out_dir=tempfile.mkdtemp(dir=tmp_root), resume=False).fit()
 
     def timed():
         tr = TimedTrainer(recipe, data=data, out_dir=tempfile.mkdtemp(dir=tmp_root), resume=False)
@@ -187,9 +184,10 @@ def _compare(label: str, recipe, data, repeats: int, quick: bool, tmp_root: Path
         parts.append(dict(tr.t))
         return tr.t["total fit"]
 
+    t0 = time.perf_counter()
     times = _interleave({"plain": lambda: _fit_seconds(lambda: plain_fit(recipe, data)),
-                         "engine": lambda: _fit_seconds(engine), "engine_out": lambda: _fit_seconds(engine_out),
-                         "timed": timed}, repeats, warmup=not quick)
+                         "engine": lambda: _fit_seconds(engine), "engine_out": timed}, repeats, warmup=not quick)
+    print(f"  {label}, {recipe.train.threads} thread(s): {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if not quick:
         del parts[0]  # the warm-up run
     t = recipe.train
@@ -241,10 +239,11 @@ def engine_vs_plain(quick: bool) -> str:
         "validation. The engine arm is `Trainer(recipe, data=data).fit()` exactly as it runs: validation "
         "each epoch, the final train/val/test evaluation, no `out_dir` (the `+ out_dir` arm adds the "
         "per-epoch checkpoint and the run folder). Samples/s = training samples processed over the whole "
-        f"call. {cfg}. Arms interleaved plain, engine, engine + out_dir, engine with timers; "
+        f"call. {cfg}. Arms interleaved plain, engine, engine + out_dir (this arm also carries the timers of the "
+        "breakdown below: a few `perf_counter` calls per epoch); "
         f"{repeats} repeat(s){'' if quick else ' after one warm-up of each arm'}, median per arm. "
         "In brackets: range of the per-repeat paired ratios. *Loop only* = plain time / the engine's time "
-        "inside `_train_epoch` (from the timed arm); *per epoch* = plain time / (train loop + per-epoch "
+        "inside `_train_epoch` (from the out_dir arm's timers); *per epoch* = plain time / (train loop + per-epoch "
         "validation), the steady-state ratio of a long run, without the one-off setup and final evaluation.",
         "",
         "| data / model | threads | batch | epochs | plain samples/s | engine samples/s | engine / plain | "
@@ -252,7 +251,7 @@ def engine_vs_plain(quick: bool) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "Where the engine's time goes (timed arm, with `out_dir`; median per part over the repeats, share of "
+        "Where the engine's time goes (the `+ out_dir` arm; median per part over the repeats, share of "
         "the whole `fit`):",
         "",
         "| data / model | threads | fit | train loop | setup | per-epoch val | ↳ metrics | final eval | "
@@ -320,18 +319,35 @@ _LAUNCHER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[2:]
              "sys.exit(rc)")
 
 
-def _peak_rss(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """Run ``cmd`` to completion under a small launcher; its peak RSS in MB and wall seconds."""
+def _peak_rss(cmds: list[list[str]], cwd: Path, parallel: bool) -> list[tuple[float, float]]:
+    """Run each command to completion under a small launcher: its peak RSS in MB and wall seconds.
+
+    ``parallel`` (quick mode) starts them all at once: peak RSS is per process, only wall times suffer.
+    """
     with tempfile.TemporaryDirectory() as d:
-        report, log = Path(d) / "maxrss", Path(d) / "log"
-        t0 = time.perf_counter()
-        with open(log, "wb") as f:
-            rc = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(report), *cmd], stdout=f,
-                                stderr=subprocess.STDOUT, cwd=cwd).returncode
-        dt = time.perf_counter() - t0
-        if rc != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({rc}):\n{log.read_text()[-2000:]}")
-        return int(report.read_text()) / 1024, dt  # Linux: kilobytes
+        out, running = [], []
+
+        def finish(i, p, t0, log):
+            rc = p.wait()
+            dt = time.perf_counter() - t0
+            log.close()
+            print(f"  {' '.join(Path(c).name for c in cmds[i][:3])}...: {dt:.0f} s", file=sys.stderr)
+            if rc != 0:
+                text = (Path(d) / f"log{i}").read_text()[-2000:]
+                raise RuntimeError(f"{' '.join(cmds[i])} failed ({rc}):\n{text}")
+            out.append((int((Path(d) / f"rss{i}").read_text()) / 1024, dt))  # Linux: kilobytes
+
+        for i, cmd in enumerate(cmds):
+            log = open(Path(d) / f"log{i}", "wb")
+            t0 = time.perf_counter()
+            p = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, str(Path(d) / f"rss{i}"), *cmd],
+                                 stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+            running.append((i, p, t0, log))
+            if not parallel:
+                finish(*running.pop())
+        for job in running:
+            finish(*job)
+        return out
 
 
 def _dnntune_cmd() -> list[str]:
@@ -358,21 +374,18 @@ def memory_bench(quick: bool) -> str:
             digits = tmp / "digits-inline.yaml"
             digits.write_text(DIGITS_INLINE)
         extra = ["--set", "train.epochs=1"] if quick else []
-        rows = []
         baselines = [("`python -c 'import torch'`", [sys.executable, "-c", "import torch"]),
                      ("`python -c 'import dnntune.engine'`", [sys.executable, "-c", "import dnntune.engine"]),
                      ("the same + one `torch.optim.AdamW(...)` (its first construction imports `torch._dynamo`)",
                       [sys.executable, "-c", "import dnntune.engine, torch; "
                        "torch.optim.AdamW([torch.zeros(1, requires_grad=True)])"])]
-        for what, cmd in baselines[1:2] if quick else baselines:
-            mb, dt = _peak_rss(cmd, ROOT)
-            rows.append(f"| {what} | {mb:,.0f} | {dt:.1f} |")
+        jobs = baselines[1:2] if quick else baselines
         for i, recipe in enumerate([ROOT / "examples" / "mnist1d-strong.yaml", digits]):
-            cmd = _dnntune_cmd() + ["train", str(recipe), "--quiet", "--out", str(tmp / f"run{i}"), *extra]
-            mb, dt = _peak_rss(cmd, ROOT)
             shown = recipe.relative_to(ROOT) if recipe.is_relative_to(ROOT) else "inline digits recipe (below)"
-            rows.append(f"| `dnntune train {shown} --quiet --out TMP{' ' + ' '.join(extra) if extra else ''}` "
-                        f"| {mb:,.0f} | {dt:.1f} |")
+            jobs.append((f"`dnntune train {shown} --quiet --out TMP{' ' + ' '.join(extra) if extra else ''}`",
+                         _dnntune_cmd() + ["train", str(recipe), "--quiet", "--out", str(tmp / f"run{i}"), *extra]))
+        results = _peak_rss([cmd for _, cmd in jobs], ROOT, parallel=quick)
+        rows = [f"| {what} | {mb:,.0f} | {dt:.1f} |" for (what, _), (mb, dt) in zip(jobs, results)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     note = "" if (ROOT / "examples" / "digits-strong.yaml").exists() else (
@@ -383,7 +396,8 @@ def memory_bench(quick: bool) -> str:
         "Each command runs as its own child process (default torch threads, dataset cache already warm); "
         "peak RSS is `ru_maxrss` of that child alone, read by a bare launcher interpreter (a child "
         "forked straight from the benchmark process would inherit the benchmark's own RSS as its high-water mark). "
-        "Wall time is informational only (the machine is shared).",
+        "Wall time is informational only (the machine is shared"
+        f"{'; quick mode runs them concurrently' if quick else ''}).",
         "",
         "| command | peak RSS (MB) | wall (s) |",
         "|---|---|---|",

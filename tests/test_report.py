@@ -24,7 +24,7 @@ SECTIONS = ("summary", "history", "importance", "parallel", "slices", "curves", 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def experiment(n_trials=12, epochs=3):
+def experiment(n_trials=10, epochs=2):
     # conditional space (mlp knobs only when family is mlp); no pruning, so every trial completes
     return {
         "seed": 0,
@@ -52,7 +52,7 @@ def test_tune_writes_a_self_contained_report_with_every_section(run_dir):
     html = (run_dir / "report" / "index.html").read_text()
     for anchor in SECTIONS:
         assert f'<section id="{anchor}">' in html
-    assert "Not shown" not in html  # 12 complete trials: importance too
+    assert "Not shown" not in html  # 10 complete trials: importance too
     pngs = images(html)
     names = {"history", "importance", "parallel", "slices", "curves", "timeline", "confusion"}
     assert len(pngs) == len(names)
@@ -112,7 +112,7 @@ def test_only_failed_trials_give_a_partial_report_with_the_reasons(tmp_path, cap
 
 
 def test_multi_objective_study_has_a_pareto_front_and_too_small_studies_say_why(tmp_path):
-    synthetic_study(tmp_path / "multi", n_trials=30, multi=True)
+    synthetic_study(tmp_path / "multi", n_trials=16, multi=True)
     report = write_report(tmp_path / "multi")
     assert report.problem is None and (tmp_path / "multi" / "report" / "pareto.png").is_file()
     assert "Pareto front" in report.path.read_text()

@@ -300,3 +300,33 @@ def test_sigkill_then_resume_loses_no_completed_trial(tmp_path):
     # the re-run repeats the killed trial's suggestions (a kill during suggestion leaves only some)
     assert retries[0].params.items() >= after[killed_running].params.items()
     assert sum(t.state == TrialState.COMPLETE for t in after) == 5
+
+
+def test_ctrl_c_records_the_running_trial_and_a_rerun_repeats_it(tmp_path):
+    exp = experiment(n_trials=4, epochs=40, pruner="none")
+    exp["model"] = {"family": "mlp", "width": 32}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "dnntune", "tune", str(path), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    journal = out / "study.journal"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.2)
+        if journal.exists():
+            trials = trials_of(journal, "exp")
+            if any(t.state == TrialState.COMPLETE for t in trials) and any(
+                    t.state == TrialState.RUNNING and t.params for t in trials):
+                break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    interrupted = [t for t in trials_of(journal, "exp") if t.state == TrialState.FAIL]
+    assert len(interrupted) == 1 and interrupted[0].user_attrs[FAIL_REASON].startswith("interrupted")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    after = trials_of(journal, "exp")
+    rerun = [t for t in after if t.user_attrs.get("requeued_from") == interrupted[0].number]
+    assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE for t in after) == 4

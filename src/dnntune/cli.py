@@ -533,5 +533,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dnntune: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, StudyFailed) else EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("dnntune: interrupted; completed epochs are in the checkpoint", file=sys.stderr)
+        print("dnntune: interrupted; completed epochs and trials are saved: run the same command again to continue",
+              file=sys.stderr)
         return 130

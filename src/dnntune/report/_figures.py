@@ -14,7 +14,7 @@ from datetime import datetime
 import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from ._view import StudyView
 
@@ -56,12 +56,12 @@ def _objective_label(v: StudyView, i: int = 0) -> str:
 
 
 def history(v: StudyView) -> Figure:
-    if not v.complete and not v.pruned:
-        raise Missing("no complete or pruned trial")
-    fig = Figure(figsize=(10, 4.2), layout="constrained")
-    ax = fig.add_subplot()
     pruned = [(t.number, v.last_value(t)) for t in v.pruned]
     pruned = [(n, y) for n, y in pruned if y is not None]
+    if not v.complete and not pruned:
+        raise Missing("no complete trial and no pruned trial with a reported value")
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax = fig.add_subplot()
     if pruned:
         ax.scatter(*zip(*pruned), s=16, marker="x", color=STATE_COLORS["PRUNED"], alpha=0.7,
                    label=f"pruned, last reported value ({len(pruned)})")
@@ -75,6 +75,7 @@ def history(v: StudyView) -> Figure:
         ax.step(xs + [last], list(best) + [best[-1]], where="post", color=BEST_COLOR, lw=1.8, label="best so far",
                 zorder=4)
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(_objective_label(v))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
@@ -314,11 +315,13 @@ def curves(v: StudyView) -> Figure:
                 marker="o" if len(c) < 30 else None, ms=3, zorder=3,
                 label=f"trial {t.number}: {t.values[0]:.4g}" + (" (best)" if best else ""))
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(_objective_label(v))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     which = "Pareto-front" if v.multi else "top"
-    ax.set_title(f"learning curves: the {len(top_curves)} {which} trials and the pruned ones", fontsize=11)
+    pruned_text = f" and the {len(pruned_curves)} pruned ones" if pruned_curves else " (no trial was pruned)"
+    ax.set_title(f"learning curves: the {len(top_curves)} {which} trials{pruned_text}", fontsize=11)
     return fig
 
 

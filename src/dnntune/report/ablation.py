@@ -380,6 +380,8 @@ def plan(spec: AblationSpec) -> tuple[list[Row], list[Row], list[str]]:
     for s in changed:
         reverted = assemble(base, best, everything - {s}, seed)
         loo.append(Row("leave_one_out", f"− {s}", s, describe_change(full, reverted), reverted))
+    for row in cumulative + loo:
+        validate_recipe(row.recipe, f"ablation row {row.view} {row.label!r}")
     return cumulative, loo, same
 
 
@@ -430,12 +432,17 @@ def _run_all(jobs: list[tuple[str, dict, int]], metric: str, workers: int,
 
     # spawn, not fork: a forked child of a process that already ran torch's thread pool can deadlock
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker) as ex:
+    ex = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker)
+    try:
         futures = {ex.submit(run_job, recipe, seed, metric): (key, seed) for key, recipe, seed in jobs}
         for i, fut in enumerate(as_completed(futures)):
             results[futures[fut]] = fut.result()
             if on_done:
                 on_done(i + 1, len(jobs))
+    except BaseException:
+        ex.shutdown(wait=True, cancel_futures=True)  # a failed row (or Ctrl-C) stops the runs not yet started
+        raise
+    ex.shutdown()
     return results
 
 

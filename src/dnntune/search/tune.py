@@ -252,8 +252,9 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
     if stop:
         raise StudyFailed(f"study stopped: {stop}. Completed trials are kept in {storage_desc}.")
     if final is None:
-        raise StudyFailed(f"no trial completed (trials: {summary['trials']}); see the trials' fail_reason with "
-                          f"`optuna trials --study-name {study_name} --storage {storage_desc}`")
+        where = (f"in the report's failure table ({report})" if report is not None else
+                 f"with `optuna trials --study-name {study_name} --storage {storage_desc}`")
+        raise StudyFailed(f"no trial completed (trials: {summary['trials']}); see the trials' fail_reason {where}")
     return summary
 
 
