@@ -210,6 +210,30 @@ def test_stock_optuna_loads_the_study_and_best_round_trips_into_train(tmp_path, 
     assert summary["best"]["params"] == {k: v for k, v in summary["best"]["params"].items()}
 
 
+def test_optuna_dashboard_reads_the_embedded_study(tmp_path):
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    from dnntune.search.storage import open_storage
+
+    tune(experiment(n_trials=2), tmp_path, study_name="dash", quiet=True)
+    app = wsgi(open_storage(str(tmp_path / "study.journal")))
+
+    def get(path):
+        env: dict = {}
+        setup_testing_defaults(env)
+        env["PATH_INFO"] = path
+        status = []
+        body = b"".join(app(env, lambda s, h, e=None: status.append(s)))
+        return status[0], json.loads(body)
+
+    status, studies = get("/api/studies")
+    assert status == "200 OK" and studies["study_summaries"][0]["study_name"] == "dash"
+    status, study = get(f"/api/studies/{studies['study_summaries'][0]['study_id']}")
+    assert status == "200 OK" and len(study["trials"]) == 2
+
+
 def test_best_on_a_missing_study_is_a_clear_error(tmp_path, capsys):
     exp_path = tmp_path / "exp.yaml"
     exp_path.write_text(yaml.safe_dump(experiment(n_trials=1)))
