@@ -22,7 +22,7 @@ SCHEDULE = {
     "step": {"step_epochs": {"int": [5, 15]}, "gamma": {"float": [0.1, 0.5]}},
 }
 TRAIN = {
-    "epochs": 30,
+    "epochs": 40,
     "batch_size": {"choice": [32, 64, 128, 256]},
     "l1": {"choice": [0.0, 1e-6, 1e-5]},
     "early_stopping": {"patience": 10},
