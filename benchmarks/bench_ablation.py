@@ -52,6 +52,14 @@ def _baseline(name: str) -> tuple[object, str]:
     return None, "the seed articles' baseline (dnntune's default)"
 
 
+def _recipe_text(recipe) -> str:
+    """The best recipe as run, so the section stays true when the example file changes later."""
+    text = Path(recipe).read_text() if isinstance(recipe, str) else yaml.safe_dump(recipe, default_flow_style=None,
+                                                                                   sort_keys=False)
+    body = "\n".join(line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    return f"Best recipe as run:\n\n```yaml\n{body}\n```\n"
+
+
 def _headline(result) -> str:
     """The strategy with the largest validation gain in each view."""
     rows = [d for d in table_rows(result) if d["strategy"]]
@@ -82,7 +90,8 @@ def run(quick: bool) -> str:
             result = ablate(spec, on_done=lambda i, n, name=name: print(f"  {name}: {i}/{n} runs", flush=True)
                             if i % 10 == 0 or i == n else None)
             print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
-            sections.append(markdown(result, title=f"{name}") + "\n" + _headline(result) + "\n")
+            sections.append(markdown(result, title=f"{name}") + "\n" + _headline(result) + "\n\n"
+                            + _recipe_text(best))
     intro = [
         "## What each strategy bought (ablation)",
         "",

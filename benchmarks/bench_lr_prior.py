@@ -88,7 +88,7 @@ def trials_to(values: list[float], target: float) -> int:
 def _ms(xs: list[float], fmt: str = "{:.1f}") -> str:
     if len(xs) < 2:
         return fmt.format(xs[0])
-    return f"{fmt.format(statistics.mean(xs))} ± {fmt.format(statistics.stdev(xs))}"
+    return f"{fmt.format(statistics.mean(xs))} ± {fmt.replace('+', '').format(statistics.stdev(xs))}"
 
 
 def _importable():
@@ -98,6 +98,11 @@ def _importable():
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     return importlib.import_module(Path(__file__).stem)
+
+
+def _noise(diffs: list[float]) -> str:
+    """Marks a paired difference whose mean is no larger than its spread over seeds."""
+    return " (within seed noise)" if len(diffs) > 1 and abs(statistics.mean(diffs)) <= statistics.stdev(diffs) else ""
 
 
 def run(quick: bool) -> str:
@@ -146,8 +151,8 @@ def run(quick: bool) -> str:
         d_best = [100 * (max(by_seed[s, True]["values"]) - max(by_seed[s, False]["values"])) for s in seeds]
         d_reach = [trials_to(by_seed[s, True]["values"], target) - trials_to(by_seed[s, False]["values"], target)
                    for s in seeds]
-        verdicts.append(f"{d}: best val {_ms(d_best, '{:+.2f}')} points, trials to the target "
-                        f"({100 * target:.2f}%) {_ms(d_reach, '{:+.1f}')}")
+        verdicts.append(f"{d}: best val {_ms(d_best, '{:+.2f}')} points{_noise(d_best)}, trials to the target "
+                        f"({100 * target:.2f}%) {_ms(d_reach, '{:+.1f}')}{_noise(d_reach)}")
     lines += ["", "Paired difference per seed (prior − none), mean ± std: " + "; ".join(verdicts) + ".",
               "Narrowed ranges per study: " + "; ".join(
                   f"{r['data']} seed {r['seed']}: " + ", ".join(f"{o} [{lo:.2g}, {hi:.2g}]" for o, (lo, hi) in
