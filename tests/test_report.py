@@ -20,7 +20,7 @@ from dnntune.search.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 SECTIONS = ("summary", "history", "importance", "parallel", "slices", "curves", "timeline", "top", "failed",
-            "recipe", "test")
+            "recipe", "test", "ablation")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -36,11 +36,19 @@ def experiment(n_trials=10, epochs=2):
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("study") / "run"
-    summary = tune(experiment(), out, study_name="iris-report", quiet=True)
-    assert summary["report"] == str(out / "report" / "index.html")
+    """One real tiny study, shared by the xdist workers (the first one runs it, the other waits)."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp().parent
+    out = root / "report-study"
+    with open(root / "report-study.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "report" / "index.html").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            summary = tune(experiment(), out, study_name="iris-report", quiet=True)
+            assert summary["report"] == str(out / "report" / "index.html")
     return out
 
 
@@ -73,6 +81,18 @@ def test_report_command_rebuilds_from_the_run_folder_or_the_storage(run_dir, tmp
                  "--out", str(tmp_path / "b")]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and (tmp_path / "b" / "index.html").is_file()
+
+
+def test_ablating_a_run_folder_puts_the_ablation_into_its_report(run_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    assert "No ablation yet" in (run / "report" / "index.html").read_text()
+    assert main(["ablate", str(run), "--seeds", "2", "--workers", "1", "--set", "train.epochs=2", "--quiet"]) == 0
+    assert (run / "ablation" / "ablation.json").is_file()
+    html = (run / "report" / "index.html").read_text()
+    section = html.split('<section id="ablation">')[1].split("</section>")[0]
+    assert "Cumulative" in section and "Leave-one-out" in section and "baseline" in section
+    assert len(images(section)) == 1  # the bar chart with error bars
 
 
 # --- bad input ------------------------------------------------------------------------------------------

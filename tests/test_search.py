@@ -92,6 +92,16 @@ def test_default_space_is_valid_for_each_kind_of_data(data):
     assert {"model", "optim", "schedule", "train", "augment", "loss"} <= set(exp)
 
 
+def test_tune_data_with_overrides_fills_the_default_space_then_applies_them(tmp_path):
+    out = tmp_path / "run"
+    code = main(["tune", "--data", "iris", "--set", "train.epochs=2", "--set", "search.pruner=none",
+                 "--n-trials", "2", "--out", str(out), "--quiet", "--tracker", "none"])
+    assert code == 0
+    trials = trials_of(out / "study.journal", "iris-default")
+    assert len(trials) == 2 and all(len(t.intermediate_values) == 2 for t in trials)
+    assert any(k.startswith("model.") for k in trials[0].params)  # the default space is searched
+
+
 # --- studies ------------------------------------------------------------------------------------------
 
 

@@ -39,7 +39,7 @@ def test_run_folder_contents(tmp_path):
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path):
-    r = validate_recipe(tiny(train={"epochs": 6, "batch_size": 16}, augment={"noise": 0.05}))
+    r = validate_recipe(tiny(train={"epochs": 6, "batch_size": 16, "checkpoint_every": 0}, augment={"noise": 0.05}))
     full = train(r)
 
     class Stop(Exception):
@@ -60,7 +60,8 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
 
 
 def test_nan_loss_stops_with_epoch_and_keeps_checkpoint_and_curves(tmp_path):
-    r = validate_recipe(tiny(optim={"name": "sgd", "lr": 1e12}, train={"epochs": 5, "batch_size": 16}))
+    r = validate_recipe(tiny(optim={"name": "sgd", "lr": 1e12},
+                             train={"epochs": 5, "batch_size": 16, "checkpoint_every": 0}))
     with pytest.raises(TrainingDiverged) as e:
         train(r, out_dir=tmp_path)
     assert f"at epoch {e.value.epoch}" in str(e.value)
@@ -70,6 +71,21 @@ def test_nan_loss_stops_with_epoch_and_keeps_checkpoint_and_curves(tmp_path):
         state = load_checkpoint(tmp_path / "checkpoint.pt")
         assert state["epoch"] == e.value.epoch - 2
         assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_checkpoints_are_written_by_time_and_after_the_last_epoch(tmp_path):
+    seen = []
+
+    def spy(epoch, row):
+        path = tmp_path / "checkpoint.pt"
+        seen.append(load_checkpoint(path)["epoch"] if path.exists() else None)
+
+    r = validate_recipe(tiny(train={"epochs": 4, "batch_size": 16, "checkpoint_every": 3600}))
+    Trainer(r, out_dir=tmp_path, on_epoch_end=spy).fit()
+    assert seen == [None, None, None, 3]  # none within the hour, then the last epoch (0-based 3)
+    again = Trainer(r, out_dir=tmp_path).fit()  # a finished run resumes at its end: nothing is retrained
+    assert [h["seconds"] for h in again.history] == [h["seconds"] for h in load_checkpoint(
+        tmp_path / "checkpoint.pt")["history"]]
 
 
 def test_early_stopping_and_restore_best():

@@ -194,7 +194,12 @@ def _experiment_from_args(args) -> tuple[dict, str]:
         raw, source = {"data": {"name": args.data}}, f"default space for {args.data}"
     else:
         raise UserError("tune: give an EXPERIMENT.yaml or --data NAME (see `dnntune datasets`)")
-    raw = apply_overrides(raw, args.set)
+    # overrides of data/seed/search first (they decide the default space), then the default space is filled
+    # in for an experiment that names only the data, then every other override lands on the full experiment
+    early = [s for s in args.set or [] if s.split("=", 1)[0].strip().split(".")[0] in ("data", "seed", "search")]
+    late = [s for s in args.set or [] if s not in early]
+    raw = complete_experiment(apply_overrides(raw, early))
+    raw = apply_overrides(raw, late)
     search = dict(raw.get("search") or {})
     for flag, key in (("n_trials", "n_trials"), ("timeout", "timeout"), ("workers", "workers"),
                       ("sampler", "sampler"), ("pruner", "pruner"), ("epoch_budget", "epoch_budget"),
@@ -329,7 +334,12 @@ def cmd_ablate(args) -> int:
     from .report import ablation
 
     spec = ablation.load_ablation(args.experiment, args.set, args.seeds, args.workers, args.baseline)
-    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.experiment).stem}-ablation"
+    run_dir = Path(args.experiment)
+    tuned = run_dir.is_dir() and (run_dir / "study.journal").is_file()  # a `dnntune tune` run folder
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = run_dir / "ablation" if tuned else Path("runs") / f"{Path(args.experiment).stem}-ablation"
     bar = None
     if not (args.quiet or args.json):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -344,6 +354,13 @@ def cmd_ablate(args) -> int:
         if bar is not None:
             bar.stop()
     paths = ablation.write(result, out)
+    if tuned and out.resolve() == (run_dir / "ablation").resolve():
+        from .report import ReportError, write_report
+
+        try:  # the run's report shows the ablation from now on
+            paths["report"] = write_report(run_dir).path
+        except ReportError as e:
+            _console().print(f"[yellow]the run's report was not refreshed: {e}[/yellow]")
     if args.json:
         print(paths["json"].read_text())
     elif not args.quiet:
@@ -506,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--workers", type=int, help="parallel training processes (default 2)")
     ab.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a field of both recipes (repeatable)")
-    ab.add_argument("--out", help="output folder (default runs/<name>-ablation)")
+    ab.add_argument("--out", help="output folder (default: RUN_DIR/ablation for a `dnntune tune` run folder, whose "
+                    "report then shows the ablation; otherwise runs/<name>-ablation)")
     ab.add_argument("--quiet", action="store_true")
     ab.add_argument("--json", action="store_true", help="print ablation.json to stdout")
     ab.set_defaults(func=cmd_ablate)

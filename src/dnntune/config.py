@@ -104,7 +104,7 @@ class TrainSection(Section):
 
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=1)
-    eval_batch_size: int = Field(2048, ge=1)
+    eval_batch_size: int = Field(512, ge=1, description="batch size of evaluation passes")
     l1: float = Field(0.0, ge=0.0, description="L1 penalty on weights (not biases/norms)")
     grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm")
     early_stopping: EarlyStopping = EarlyStopping()
@@ -113,7 +113,9 @@ class TrainSection(Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     amp: bool = Field(False, description="mixed precision (CUDA only; ignored on CPU)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
-    checkpoint: bool = Field(True, description="write an atomic checkpoint every epoch")
+    checkpoint: bool = Field(True, description="write atomic checkpoints a run resumes from")
+    checkpoint_every: float = Field(30.0, ge=0.0, description="seconds between checkpoints at epoch ends "
+                                    "(0: every epoch) and after the last epoch; a crash loses at most this much work")
 
     @field_validator("device")
     @classmethod

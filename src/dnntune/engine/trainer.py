@@ -6,6 +6,7 @@ after each epoch, and stops when that returns True (the search layer hangs pruni
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -170,16 +171,20 @@ class Trainer:
         seen = 0
         l1 = self.recipe.train.l1
         clip = self.recipe.train.grad_clip
+        autocast = (lambda: torch.autocast("cuda")) if self.amp else contextlib.nullcontext
+        last_lr = None
         for i, (xb, yb) in enumerate(loader):
             if xb.device != dev:
                 xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             # the schedule runs in epochs, so a growing batch size keeps its shape
             lr = self.schedule.lr_at((epoch + i / n_batches) * self.steps_per_epoch0)
-            for g in opt.param_groups:
-                g["lr"] = lr
+            if lr != last_lr:
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                last_lr = lr
             if self.augment is not None:
                 xb, yb = self.augment(xb, yb)
-            with torch.autocast("cuda", enabled=self.amp):
+            with autocast():
                 out = model(xb)
                 loss = loss_fn(out, yb)
             if l1 > 0:
@@ -197,7 +202,7 @@ class Trainer:
                 if clip:
                     nn.utils.clip_grad_norm_(model.parameters(), clip)
                 opt.step()
-            total += loss.detach() * len(xb)
+            total.add_(loss.detach(), alpha=len(xb))
             seen += len(xb)
         return float(total) / max(seen, 1)
 
@@ -250,6 +255,7 @@ class Trainer:
         if curves is not None:
             ckpt.atomic_write_text(curves, "".join(json.dumps(h) + "\n" for h in history))
         epoch = start_epoch - 1
+        last_save, saved_epoch = t0, start_epoch
         for epoch in range(start_epoch, epochs):
             te = time.perf_counter()
             lr_start = self.schedule.lr_at(epoch * self.steps_per_epoch0)
@@ -261,8 +267,8 @@ class Trainer:
                 if curves is not None:
                     with open(curves, "a") as f:
                         f.write(json.dumps(row) + "\n")
-                kept = (f"; the last good checkpoint (epoch {epoch}) and curves are in {self.out_dir}"
-                        if ckpt_path and epoch > 0 else "")
+                kept = (f"; the last good checkpoint (epoch {saved_epoch}) and curves are in {self.out_dir}"
+                        if ckpt_path and saved_epoch > 0 else "")
                 raise TrainingDiverged(
                     f"training diverged: the loss became {train_loss} at epoch {epoch + 1} "
                     f"(lr {lr_start:.3g}){kept}. Lower optim.lr, add schedule.warmup_epochs or set "
@@ -300,8 +306,11 @@ class Trainer:
                     self.batch_size = min(int(self.batch_size * growth.factor), growth.max_batch_size,
                                           len(data.train))
                     since_growth_best = 0
-            if ckpt_path is not None:
-                # saved before the hooks run: an epoch a hook sees is never lost, whatever the hook does
+            last = stop or epoch == epochs - 1
+            if ckpt_path is not None and (last or time.perf_counter() - last_save >= r.train.checkpoint_every):
+                # saved before the hooks run: a hook that raises loses nothing the checkpoint holds
+                last_save = time.perf_counter()
+                saved_epoch = epoch + 1
                 ckpt.save_checkpoint(ckpt_path, {
                     "recipe_hash": rhash, "epoch": epoch, "model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),

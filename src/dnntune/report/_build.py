@@ -23,7 +23,8 @@ MAX_FAILED_ROWS = 100
 SECTIONS = (("summary", "Summary"), ("history", "Optimization history"), ("importance", "Parameter importance"),
             ("parallel", "Parallel coordinates"), ("slices", "Slice plots"), ("curves", "Learning curves"),
             ("timeline", "Timeline"), ("top", "Top trials"), ("failed", "Failed trials"),
-            ("recipe", "Best recipe"), ("test", "Final test metrics"))
+            ("recipe", "Best recipe"), ("test", "Final test metrics"), ("ablation", "What each strategy bought"))
+ABLATION_DIR = "ablation"  # `dnntune ablate RUN_DIR` writes here; the report shows it when present
 FIGURE_FILES = ("history", "pareto", "importance", "parallel", "slices", "curves", "timeline", "confusion")
 
 
@@ -199,6 +200,49 @@ class _Builder:
                                "Rows: true class, columns: predicted class; colour: share of the true class.")
         return out
 
+    def ablation(self) -> str:
+        import json
+
+        run_dir = self.v.run_dir
+        found = Path(run_dir) / ABLATION_DIR / "ablation.json" if run_dir is not None else None
+        if found is None or not found.is_file():
+            where = f"<code>dnntune ablate {h.esc(run_dir)}</code>" if run_dir is not None else \
+                "<code>dnntune ablate RUN_DIR</code>"
+            return (f"<p>No ablation yet: {where} trains the path from the seed articles' baseline to this study's "
+                    f"best recipe, one strategy at a time, over seeds, and adds it here.</p>")
+        try:
+            data = json.loads(found.read_text())
+            rows = data["rows"]
+        except (OSError, ValueError, KeyError) as e:
+            self.report.missing["ablation"] = f"{found} is unreadable: {e}"
+            return h.missing(f"{found} is unreadable: {e}")
+        pct = data.get("metric") in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro")
+
+        def f(x, signed=False):
+            if x is None or not math.isfinite(x):
+                return "–"
+            x = x * 100 if pct else x
+            return (f"{x:+.1f}" if signed else f"{x:.1f}") if pct else (f"{x:+.4g}" if signed else f"{x:.4g}")
+
+        out = (f"<p>From {h.esc(data.get('baseline'))} to {h.esc(data.get('best'))}; {h.esc(data.get('metric'))}"
+               f"{' (%)' if pct else ''}, mean ± std over seeds {h.esc(data.get('seeds'))}, 95% confidence interval "
+               f"of the mean; <i>bought</i> is the paired gain over the same seeds (positive = the strategy helped). "
+               f"Validation is for choices; test is each row's final evaluation.</p>")
+        png = found.with_name("ablation.png")
+        if png.is_file():
+            out += h.img(png.read_bytes(), "ablation bar chart", "Validation and test means with 95% CIs.")
+        for view, title in (("cumulative", "Cumulative: from the baseline, add one strategy at a time"),
+                            ("leave_one_out", "Leave-one-out: from the best, revert one strategy at a time")):
+            body = [[h.esc(d["row"]), f"{f(d['val_mean'])} ± {f(d['val_std'])}",
+                     f"[{f(d['val_ci_low'])}, {f(d['val_ci_high'])}]", f(d.get("val_bought"), True),
+                     f"{f(d['test_mean'])} ± {f(d['test_std'])}", f(d.get("test_bought"), True), h.esc(d["change"])]
+                    for d in rows if d["view"] == view]
+            if body:
+                out += f"<p><b>{title}</b></p>" + h.table(
+                    ["row", "val", "val 95% CI", "bought (val)", "test", "bought (test)", "what changed"], body,
+                    {1, 2, 3, 4, 5})
+        return out
+
     # --- the page ---------------------------------------------------------------------------------
     def build(self) -> Report:
         from . import _figures as f
@@ -217,6 +261,7 @@ class _Builder:
             ("timeline", lambda: self.figure("timeline", lambda: f.timeline(v), "timeline of trials per worker",
                                              "One row per worker process (owner pid); bars coloured by state.")),
             ("top", self.top), ("failed", self.failed), ("recipe", self.recipe), ("test", self.test),
+            ("ablation", self.ablation),
         ]
         for name, fn in steps:
             self.on_step(name)

@@ -542,6 +542,8 @@ def table_rows(result: AblationResult) -> list[dict]:
         ref = _reference(result, row)
         for split_name in ("val", "test"):
             mean, std, lo, hi, n = t_interval(getattr(row, split_name))
+            if result.metric in PERCENT_METRICS:  # a share: its interval stays within 0..100 %
+                lo, hi = max(lo, 0.0), min(hi, 1.0)
             d.update({f"{split_name}_mean": mean, f"{split_name}_std": std, f"{split_name}_ci_low": lo,
                       f"{split_name}_ci_high": hi})
             if ref is not None:
@@ -658,6 +660,8 @@ def plot(result: AblationResult, path: Path) -> None:
             means, errs = [], [[], []]
             for row in rows:
                 m, _, lo, hi, _ = t_interval(getattr(row, split_name))
+                if scale == 100:  # a share: its interval stays within 0..100 %
+                    lo, hi = max(lo, 0.0), min(hi, 1.0)
                 means.append(m * scale)
                 errs[0].append((m - lo) * scale if math.isfinite(lo) else 0)
                 errs[1].append((hi - m) * scale if math.isfinite(hi) else 0)
