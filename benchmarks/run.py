@@ -44,6 +44,7 @@ def load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     mod = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(HERE))
+    sys.modules[spec.name] = mod  # dataclasses and pickling (process pools) look the module up by name
     spec.loader.exec_module(mod)
     return mod
 

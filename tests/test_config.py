@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from dnntune.config import apply_overrides, find_dimensions, load_recipe, validate_recipe
@@ -93,3 +95,26 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 def test_cli_seed_overrides_file(tmp_path):
     p = write_recipe(tmp_path / "r.yaml", tiny())
     assert load_recipe(p, seed=7).seed == 7
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_file_validates(path):
+    from dnntune.config import read_yaml
+    from dnntune.search import complete_experiment, validate_experiment
+
+    raw = read_yaml(path)
+    if "search" in raw or find_dimensions(raw):  # a tune experiment
+        validate_experiment(complete_experiment(raw))
+    else:
+        validate_recipe(raw)
+
+
+@pytest.mark.parametrize("name", ["mnist1d", "mnist1d-cnn"])
+def test_packaged_presets_are_the_example_files(name):
+    from importlib import resources
+
+    shipped = resources.files("dnntune.presets").joinpath(f"{name}.yaml").read_text()
+    assert shipped == (EXAMPLES[0].parent / f"{name}.yaml").read_text()
