@@ -56,6 +56,7 @@ def test_unknown_names_list_valid_ones(section, key, name):
     ({"train": {"device": "gpu7"}}, "train.device"),
     ({"optim": {"name": "sgd", "nesterov": True}}, "optim"),
     ({"seed": -3}, "seed"),
+    ({"train": {"batch_growth": {"factor": 2}}}, "train.batch_growth"),  # no trigger: it would never grow
 ])
 def test_wrong_types_and_ranges(patch, field):
     with pytest.raises(ConfigError) as e:

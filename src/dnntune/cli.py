@@ -265,7 +265,7 @@ def cmd_worker(args) -> int:
     from .search import worker_main
 
     out = Path(args.out) if args.out else Path("runs") / args.study
-    worker_main(args.storage, args.study, out, args.index, args.workers, args.threads)
+    worker_main(args.storage, args.study, out, args.index, args.workers, args.threads, quiet=args.quiet)
     return 0
 
 
@@ -335,7 +335,9 @@ def cmd_ablate(args) -> int:
 
     spec = ablation.load_ablation(args.experiment, args.set, args.seeds, args.workers, args.baseline)
     run_dir = Path(args.experiment)
-    tuned = run_dir.is_dir() and (run_dir / "study.journal").is_file()  # a `dnntune tune` run folder
+    # a `dnntune tune` run folder (journal or database storage: its summary.json names the study)
+    tuned = run_dir.is_dir() and ((run_dir / "study.journal").is_file() or (
+        (run_dir / "summary.json").is_file() and '"study"' in (run_dir / "summary.json").read_text()))
     if args.out:
         out = Path(args.out)
     else:
@@ -446,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--data", help="tune this dataset from the default search space")
     tu.add_argument("--storage", help="study storage: a journal file path or a database URL "
                     "(default: RUN_DIR/study.journal)")
-    tu.add_argument("--study", help="study name (default: the experiment file's name)")
+    tu.add_argument("--study", help="study name (default: the experiment file's name, or NAME-default with "
+                    "--data NAME)")
     tu.add_argument("--n-trials", type=int, dest="n_trials")
     tu.add_argument("--timeout", type=float, help="wall-clock budget in seconds")
     tu.add_argument("--epoch-budget", type=int, dest="epoch_budget", help="total epochs over all trials")
@@ -468,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     w.add_argument("--workers", type=int, default=1, help="workers on this machine (sets torch threads)")
     w.add_argument("--threads", type=int, help="torch threads per worker")
-    w.add_argument("--quiet", action="store_true")
+    w.add_argument("--quiet", action="store_true", help="no line per finished trial")
     w.set_defaults(func=cmd_worker)
 
     b = sub.add_parser("best", help="print the best recipe of a study as YAML")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .registry import Knobs, Registry
@@ -97,6 +97,12 @@ class BatchGrowth(Section):
     every_epochs: int | None = Field(None, ge=1)
     on_plateau: int | None = Field(None, ge=1, description="grow after this many epochs w/o improvement")
     max_batch_size: int = Field(4096, ge=1)
+
+    @model_validator(mode="after")
+    def _some_trigger(self):
+        if self.every_epochs is None and self.on_plateau is None:
+            raise ValueError("set every_epochs or on_plateau (or both): without either the batch never grows")
+        return self
 
 
 class TrainSection(Section):
@@ -279,7 +285,7 @@ def _format_validation(section: str, err: ValidationError, allowed: list[str] | 
             if allowed is not None:
                 msg += f"; allowed: {', '.join(allowed) or '(none)'}"
         else:
-            msg = e["msg"]
+            msg = e["msg"].removeprefix("Value error, ")
             if "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
                 msg += f" (got {e['input']!r})"
         lines.append(f"{path}: {msg}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -37,7 +38,11 @@ class Entry(Generic[T]):
         """(name, type, default) of each knob, for `dnntune models` / `dnntune datasets`."""
         rows = []
         for name, info in self.knobs.model_fields.items():
-            ann = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
+            choices = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is typing.Literal else ()
+            if choices:  # a choice: list what is allowed
+                ann = " | ".join(map(str, choices))
+            else:
+                ann = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
             default = "required" if info.is_required() else repr(info.default)
             rows.append((name, ann, default))
         return rows

@@ -82,7 +82,7 @@ def build_augmenter(section, data) -> Augmenter | None:
         return None
     on = {k for k in SIGNAL_KEYS + IMAGE_KEYS if getattr(section, k)}
     if data.kind == "tabular" and on:
-        raise ConfigError(f"augment.{sorted(on)[0]}: {data.name} is tabular; only noise, mixup and cutmix apply")
+        raise ConfigError(f"augment.{sorted(on)[0]}: {data.name} is tabular; only noise and mixup apply")
     if data.kind == "signal" and on & set(IMAGE_KEYS):
         bad = sorted(on & set(IMAGE_KEYS))[0]
         raise ConfigError(f"augment.{bad}: is for images; {data.name} is a signal: use shift, scale, noise")

@@ -202,10 +202,12 @@ def objective_factory(experiment: dict, objectives: Objectives, cfg: WorkerConfi
         trial.storage.set_trial_system_attr(trial._trial_id, st.OWNER_KEY, st.owner())
         try:
             recipe = validate_recipe(suggest_recipe(trial, experiment), "trial")
-            # trials are re-run rather than resumed: no per-epoch checkpoint, fixed thread count
-            recipe = recipe.model_copy(update={"train": recipe.train.model_copy(
-                update={"checkpoint": False, "threads": cfg.threads or recipe.train.threads, "metric": metric})})
+            recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"metric": metric})})
+            # the recipe as a user trains it (`dnntune best`, the final model: all cores, checkpoints) ...
             trial.set_user_attr("recipe", recipe.to_dict())
+            # ... and as the trial runs it: re-run rather than resumed (no checkpoint), the worker's thread count
+            recipe = recipe.model_copy(update={"train": recipe.train.model_copy(
+                update={"checkpoint": False, "threads": cfg.threads or recipe.train.threads})})
             data = data_cache.get(recipe)
             state = {"pruned_at": None, "timeout": False}
 

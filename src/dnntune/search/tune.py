@@ -247,8 +247,9 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
         summary["stopped"] = stop
     ckpt.write_json(out_dir / "summary.json", summary)
     report = _write_report(study, out_dir, storage_desc, quiet)
-    if report is not None:
+    if report is not None:  # the summary was saved first, so a failing report never loses it
         summary["report"] = str(report)
+        ckpt.write_json(out_dir / "summary.json", summary)
     if stop:
         raise StudyFailed(f"study stopped: {stop}. Completed trials are kept in {storage_desc}.")
     if final is None:
@@ -273,8 +274,18 @@ def _write_report(study: optuna.Study, out_dir: Path, storage_desc: str, quiet: 
 
 
 def worker_main(storage_url: str, study_name: str, out_dir: Path, index: int, workers: int,
-                threads: int | None) -> None:
-    """``dnntune worker``: join a running study (this or another machine)."""
+                threads: int | None, quiet: bool = True) -> None:
+    """``dnntune worker``: join a running study (this or another machine); unless quiet, a line per trial."""
     cfg = WorkerConfig(storage_url=storage_url, study_name=study_name, out_dir=out_dir, index=index or os.getpid(),
                        workers=workers, threads=threads)
-    run_worker(cfg)
+
+    def said(study: optuna.Study, trial) -> None:
+        value = "" if trial.values is None else " " + ", ".join(f"{v:.4g}" for v in trial.values)
+        why = trial.user_attrs.get(FAIL_REASON, "")
+        print(f"trial {trial.number}: {trial.state.name.lower()}{value}{f' ({why})' if why else ''}",
+              file=sys.stderr, flush=True)
+
+    run_worker(cfg, on_trial=None if quiet else said)
+    if not quiet:
+        print(f"worker done: the study's budget is used or it was stopped ({storage_url}, {study_name})",
+              file=sys.stderr)
