@@ -364,3 +364,15 @@ def test_ctrl_c_records_the_running_trial_and_a_rerun_repeats_it(tmp_path):
     rerun = [t for t in after if t.user_attrs.get("requeued_from") == interrupted[0].number]
     assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE
     assert sum(t.state == TrialState.COMPLETE for t in after) == 4
+
+
+def test_the_best_trial_among_equal_values_has_the_lower_validation_log_loss():
+    from dnntune.search.runner import Objectives, best_trial
+
+    study = optuna.create_study(direction="maximize")
+    for loss in (0.30, 0.10, 0.20):  # all at 100% validation accuracy
+        t = study.ask()
+        t.set_user_attr("val", {"accuracy": 1.0, "log_loss": loss})
+        study.tell(t, 1.0)
+    best = best_trial(study, Objectives(["accuracy"], ["maximize"]))
+    assert best.number == 1

@@ -88,6 +88,16 @@ def test_checkpoints_are_written_by_time_and_after_the_last_epoch(tmp_path):
         tmp_path / "checkpoint.pt")["history"]]
 
 
+def test_ties_of_the_validation_metric_go_to_the_lower_validation_log_loss():
+    res = train(validate_recipe(tiny(train={"epochs": 30, "batch_size": 16})))
+    best = res.history[res.best_epoch - 1]
+    top = max(h["val_accuracy"] for h in res.history)
+    ties = [h for h in res.history if h["val_accuracy"] == top]
+    assert len(ties) >= 2  # iris' 12 validation samples saturate: the tie-break decides
+    assert best["val_accuracy"] == top and best["val_log_loss"] == min(h["val_log_loss"] for h in ties)
+    assert res.metrics["val"]["log_loss"] == pytest.approx(best["val_log_loss"])  # its weights were restored
+
+
 def test_early_stopping_and_restore_best():
     r = validate_recipe(tiny(train={"epochs": 50, "batch_size": 16, "early_stopping": {"patience": 2}},
                              optim={"name": "sgd", "lr": 1e-6}))

@@ -230,6 +230,7 @@ class Trainer:
         growth = r.train.batch_growth
         history: list[dict] = []
         best_value, best_epoch, best_state = None, None, None
+        best_loss = math.inf  # breaks ties of the metric: a saturated accuracy (100% of a small val split)
         since_best = since_growth_best = 0
         start_epoch = 0
         elapsed_before = 0.0
@@ -246,6 +247,7 @@ class Trainer:
                 history = list(state["history"])
                 start_epoch = int(state["epoch"]) + 1
                 best_value, best_epoch = state["best_value"], state["best_epoch"]
+                best_loss = state.get("best_loss", math.inf)
                 best_state = state.get("best_state")
                 since_best, since_growth_best = int(state["since_best"]), int(state["since_growth_best"])
                 self.batch_size = int(state["batch_size"])
@@ -282,11 +284,14 @@ class Trainer:
                     raise TrainingDiverged(
                         f"training diverged: validation {self.metric} is {value} at epoch {epoch + 1}. "
                         f"Lower optim.lr or set train.grad_clip.", epoch + 1)
-                if is_better(value, best_value, self.direction, es.min_delta):
-                    best_value, best_epoch, improved = value, epoch + 1, True
-                    since_best = since_growth_best = 0
+                loss = val.get("log_loss", val.get("loss", math.inf))
+                improved = is_better(value, best_value, self.direction, es.min_delta)
+                if improved or (value == best_value and loss < best_loss):  # a tie only moves the best epoch
+                    best_value, best_loss, best_epoch = value, loss, epoch + 1
                     if es.restore_best:
                         best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                if improved:  # patience, plateau schedules and batch growth count real improvements only
+                    since_best = since_growth_best = 0
                 else:
                     since_best += 1
                     since_growth_best += 1
@@ -315,8 +320,8 @@ class Trainer:
                     "recipe_hash": rhash, "epoch": epoch, "model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                     "gen": self.gen.get_state(), "rng": torch.get_rng_state(), "history": history,
-                    "best_value": best_value, "best_epoch": best_epoch, "best_state": best_state,
-                    "since_best": since_best, "since_growth_best": since_growth_best,
+                    "best_value": best_value, "best_loss": best_loss, "best_epoch": best_epoch,
+                    "best_state": best_state, "since_best": since_best, "since_growth_best": since_growth_best,
                     "batch_size": self.batch_size, "elapsed": elapsed_before + time.perf_counter() - t0})
             for hook in self.hooks:
                 if hook(epoch + 1, dict(row)):

@@ -345,7 +345,12 @@ def best_trial(study: optuna.Study, objectives: Objectives):
             return None
         return max(pruned, key=lambda t: sign * max(sign * v for v in t.intermediate_values.values()))
     pool = study.best_trials if objectives.multi else complete
-    return max(pool, key=lambda t: sign * t.values[0])
+    # ties (a small validation split saturates at 100%) go to the lower validation log-loss (or loss)
+    def tie(t) -> float:
+        val = t.user_attrs.get("val") or {}
+        return -val.get("log_loss", val.get("loss", math.inf))
+
+    return max(pool, key=lambda t: (sign * t.values[0], tie(t)))
 
 
 def trial_value(trial, objectives: Objectives) -> float:
