@@ -9,13 +9,15 @@ digits (dnntune's default split). The dataset authors' CNN reaches ~94% on MNIST
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATASETS = ("mnist1d", "digits")
+# DNNTUNE_BENCH_DATASETS=digits runs a subset (comma-separated)
+DATASETS = tuple(os.environ.get("DNNTUNE_BENCH_DATASETS", "mnist1d,digits").split(","))
 
 
 def tune(data: str, budget: float, out: Path) -> dict:
@@ -32,8 +34,8 @@ def run(quick: bool = False) -> str:
     lines = [f"## Accuracy found automatically (default search space, {budget / 60:.0f} minutes, 2 workers)\n",
              f"`dnntune tune --data NAME --timeout {budget:.0f} --workers 2`: TPE + ASHA over the default space, "
              "then the best recipe retrained on train+val and tested once (one study per dataset, seed 0).\n",
-             "| dataset | trials (complete / pruned / failed) | wall s (search + retrain) | best val accuracy | "
-             "test accuracy | best recipe |",
+             "| dataset (commit) | trials (complete / pruned / failed) | wall s (search + retrain) | "
+             "best val accuracy | test accuracy | best recipe |",
              "|---|---|---|---|---|---|"]
     keep = ROOT / "runs" / "bench-accuracy"  # the studies, best models and reports stay for inspection
     for data in DATASETS:
@@ -42,7 +44,9 @@ def run(quick: bool = False) -> str:
         s = tune(data, budget, out)
         t = s["trials"]
         recipe = json.dumps(s["best"]["params"], sort_keys=True)
-        lines.append(f"| {data} | {t['complete']} / {t['pruned']} / {t['fail']} | {s['wall_seconds']:.0f} | "
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=ROOT).stdout.strip()
+        lines.append(f"| {data} ({commit}) | {t['complete']} / {t['pruned']} / {t['fail']} | {s['wall_seconds']:.0f} | "
                      f"{s['best']['value']:.4f} | **{s['test']['accuracy']:.4f}** | `{recipe}` |")
     lines.append("\nStudies, best models and reports: `runs/bench-accuracy/NAME/` (not committed).")
     return "\n".join(lines) + "\n"
