@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = [
     ("MNIST-1D / cnn1d", {"name": "mnist1d"},
      {"family": "cnn1d", "channels": 64, "depth": 3, "kernel": 5, "pooling": "max", "batch_norm": True,
-      "head": "flatten"}, 128, 10, 1),
+      "head": "flatten"}, 128, 4, 1),
     ("digits / mlp", {"name": "digits"}, {"family": "mlp", "width": 256, "depth": 2}, 64, 20, 2),
 ]
 LR = 3e-3

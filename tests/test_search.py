@@ -376,3 +376,12 @@ def test_the_best_trial_among_equal_values_has_the_lower_validation_log_loss():
         study.tell(t, 1.0)
     best = best_trial(study, Objectives(["accuracy"], ["maximize"]))
     assert best.number == 1
+
+
+def test_a_grid_too_large_to_enumerate_is_refused_with_its_size():
+    from dnntune.search import default_experiment
+    from dnntune.search.runner import make_sampler
+
+    exp = default_experiment({"name": "mnist1d"}, "signal", "classification")
+    with pytest.raises(ConfigError, match=r"grid over this space has .* points \(more than 100,000"):
+        make_sampler("grid", exp, 0, 1, None)

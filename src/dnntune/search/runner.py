@@ -83,6 +83,9 @@ def max_epochs(experiment: dict) -> int:
     return int(e)
 
 
+MAX_GRID = 100_000
+
+
 def make_sampler(name: str, experiment: dict, seed: int | None, workers: int, n_trials: int | None):
     """Optuna sampler for ``search.sampler``; TPE is multivariate, grouped for conditional spaces,
     and uses the constant liar when trials run in parallel."""
@@ -94,7 +97,14 @@ def make_sampler(name: str, experiment: dict, seed: int | None, workers: int, n_
     if name == "random":
         return s.RandomSampler(seed=seed)
     if name == "grid":
-        return s.GridSampler(grid_space(experiment), seed=seed)
+        space = grid_space(experiment)
+        size = math.prod(len(v) for v in space.values())
+        if size > MAX_GRID:  # Optuna materializes every point: a large grid exhausts memory
+            widest = sorted(space, key=lambda k: -len(space[k]))[:3]
+            raise ConfigError(f"search.sampler: grid over this space has {size:.3g} points (more than {MAX_GRID:,}; "
+                              f"widest: {', '.join(f'{k} ({len(space[k])})' for k in widest)}); fix some values, set "
+                              f"`grid: N` on numeric dimensions, or use tpe/random")
+        return s.GridSampler(space, seed=seed)
     if name == "gp":
         return s.GPSampler(seed=seed, warn_independent_sampling=False)
     if name == "cmaes":
