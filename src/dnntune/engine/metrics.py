@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import ConfigError
@@ -27,6 +29,12 @@ def is_better(a: float, b: float | None, dirn: str, min_delta: float = 0.0) -> b
     if b is None:
         return True
     return a > b + min_delta if dirn == "maximize" else a < b - min_delta
+
+
+def tie_loss(metrics: dict) -> float:
+    """What breaks ties of the selection metric (a small validation split saturates at 100%): the
+    log-loss for classification, else the loss; lower is better."""
+    return metrics.get("log_loss", metrics.get("loss", math.inf))
 
 
 def confusion_matrix(y: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:

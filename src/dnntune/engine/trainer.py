@@ -30,7 +30,7 @@ from ..errors import ConfigError, TrainingDiverged
 from ..models import InputSpec, build_model, count_params
 from . import checkpoint as ckpt
 from .losses import build_loss
-from .metrics import compute_metrics, default_metric, direction, is_better
+from .metrics import compute_metrics, default_metric, direction, is_better, tie_loss
 from .optim import build_optimizer, weight_penalty_params
 from .schedules import Schedule
 
@@ -284,7 +284,7 @@ class Trainer:
                     raise TrainingDiverged(
                         f"training diverged: validation {self.metric} is {value} at epoch {epoch + 1}. "
                         f"Lower optim.lr or set train.grad_clip.", epoch + 1)
-                loss = val.get("log_loss", val.get("loss", math.inf))
+                loss = tie_loss(val)
                 improved = is_better(value, best_value, self.direction, es.min_delta)
                 if improved or (value == best_value and loss < best_loss):  # a tie only moves the best epoch
                     best_value, best_loss, best_epoch = value, loss, epoch + 1

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from ..config import Recipe, validate_recipe
 from ..data import Data, load_data
 from ..engine import checkpoint as ckpt
-from ..engine.metrics import default_metric, direction
+from ..engine.metrics import default_metric, direction, tie_loss
 from ..engine.trainer import Trainer
 from ..errors import ConfigError, TrainingDiverged, UserError
 from ..report.tracking import fit_tracked
@@ -355,12 +355,7 @@ def best_trial(study: optuna.Study, objectives: Objectives):
             return None
         return max(pruned, key=lambda t: sign * max(sign * v for v in t.intermediate_values.values()))
     pool = study.best_trials if objectives.multi else complete
-    # ties (a small validation split saturates at 100%) go to the lower validation log-loss (or loss)
-    def tie(t) -> float:
-        val = t.user_attrs.get("val") or {}
-        return -val.get("log_loss", val.get("loss", math.inf))
-
-    return max(pool, key=lambda t: (sign * t.values[0], tie(t)))
+    return max(pool, key=lambda t: (sign * t.values[0], -tie_loss(t.user_attrs.get("val") or {})))
 
 
 def trial_value(trial, objectives: Objectives) -> float:
