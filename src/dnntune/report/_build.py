@@ -216,13 +216,10 @@ class _Builder:
         except (OSError, ValueError, KeyError) as e:
             self.report.missing["ablation"] = f"{found} is unreadable: {e}"
             return h.missing(f"{found} is unreadable: {e}")
-        pct = data.get("metric") in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro")
+        from .ablation import PERCENT_METRICS, metric_format
 
-        def f(x, signed=False):
-            if x is None or not math.isfinite(x):
-                return "–"
-            x = x * 100 if pct else x
-            return (f"{x:+.1f}" if signed else f"{x:.1f}") if pct else (f"{x:+.4g}" if signed else f"{x:.4g}")
+        pct = data.get("metric") in PERCENT_METRICS
+        f = metric_format(data.get("metric", ""))
 
         out = (f"<p>From {h.esc(data.get('baseline'))} to {h.esc(data.get('best'))}; {h.esc(data.get('metric'))}"
                f"{' (%)' if pct else ''}, mean ± std over seeds {h.esc(data.get('seeds'))}, 95% confidence interval "

@@ -501,6 +501,14 @@ def ablate(spec: AblationSpec, on_done: Callable[[int, int], None] | None = None
 # --- statistics -------------------------------------------------------------------------------------
 
 
+def metric_interval(values: list[float], metric: str) -> tuple[float, float, float, float, int]:
+    """:func:`t_interval`, with a share's interval kept within 0..100 %."""
+    mean, std, lo, hi, n = t_interval(values)
+    if metric in PERCENT_METRICS:
+        lo, hi = max(lo, 0.0), min(hi, 1.0)
+    return mean, std, lo, hi, n
+
+
 def t_interval(values: list[float]) -> tuple[float, float, float, float, int]:
     """(mean, std, ci_low, ci_high, n) over the finite values; 95% CI of the mean by Student's t."""
     from scipy import stats
@@ -541,9 +549,7 @@ def table_rows(result: AblationResult) -> list[dict]:
                              "seeds": len(row.val)}
         ref = _reference(result, row)
         for split_name in ("val", "test"):
-            mean, std, lo, hi, n = t_interval(getattr(row, split_name))
-            if result.metric in PERCENT_METRICS:  # a share: its interval stays within 0..100 %
-                lo, hi = max(lo, 0.0), min(hi, 1.0)
+            mean, std, lo, hi, n = metric_interval(getattr(row, split_name), result.metric)
             d.update({f"{split_name}_mean": mean, f"{split_name}_std": std, f"{split_name}_ci_low": lo,
                       f"{split_name}_ci_high": hi})
             if ref is not None:
@@ -565,15 +571,20 @@ def table_rows(result: AblationResult) -> list[dict]:
 # --- output -----------------------------------------------------------------------------------------
 
 
-def _fmt(result: AblationResult) -> Callable[[float], str]:
-    scale = 100.0 if result.metric in PERCENT_METRICS else 1.0
+def metric_format(metric: str) -> Callable[[float | None], str]:
+    """How a value of ``metric`` is shown: shares as percent with one decimal, others to 4 digits."""
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
 
-    def f(x: float, signed: bool = False) -> str:
-        if not math.isfinite(x):
+    def f(x: float | None, signed: bool = False) -> str:
+        if x is None or not math.isfinite(x):
             return "–"
         return f"{x * scale:+.1f}" if signed and scale == 100 else (
             f"{x * scale:.1f}" if scale == 100 else (f"{x:+.4g}" if signed else f"{x:.4g}"))
     return f
+
+
+def _fmt(result: AblationResult) -> Callable[[float], str]:
+    return metric_format(result.metric)
 
 
 def cells(result: AblationResult, d: dict) -> dict[str, str]:
@@ -659,9 +670,7 @@ def plot(result: AblationResult, path: Path) -> None:
         for j, (split_name, color) in enumerate((("val", "C0"), ("test", "C1"))):
             means, errs = [], [[], []]
             for row in rows:
-                m, _, lo, hi, _ = t_interval(getattr(row, split_name))
-                if scale == 100:  # a share: its interval stays within 0..100 %
-                    lo, hi = max(lo, 0.0), min(hi, 1.0)
+                m, _, lo, hi, _ = metric_interval(getattr(row, split_name), result.metric)
                 means.append(m * scale)
                 errs[0].append((m - lo) * scale if math.isfinite(lo) else 0)
                 errs[1].append((hi - m) * scale if math.isfinite(hi) else 0)
