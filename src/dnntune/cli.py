@@ -334,10 +334,10 @@ def cmd_ablate(args) -> int:
     from .report import ablation
 
     spec = ablation.load_ablation(args.experiment, args.set, args.seeds, args.workers, args.baseline)
+    from .report._source import run_storage
+
     run_dir = Path(args.experiment)
-    # a `dnntune tune` run folder (journal or database storage: its summary.json names the study)
-    tuned = run_dir.is_dir() and ((run_dir / "study.journal").is_file() or (
-        (run_dir / "summary.json").is_file() and '"study"' in (run_dir / "summary.json").read_text()))
+    tuned = run_storage(run_dir) is not None  # a `dnntune tune` run folder: its report will show the ablation
     if args.out:
         out = Path(args.out)
     else:

@@ -64,6 +64,25 @@ def from_storage(url: str, study_name: str | None) -> Source:
     return Source(study, url, run_dir)
 
 
+def _run_summary(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_storage(run_dir: str | Path) -> str | None:
+    """The study storage of a ``dnntune tune`` run folder (its journal, or the storage its summary names)."""
+    from ..search.storage import JOURNAL_NAME
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return None
+    if (run_dir / JOURNAL_NAME).is_file():
+        return str(run_dir / JOURNAL_NAME)
+    return _run_summary(run_dir).get("storage") or None
+
+
 def from_run_dir(run_dir: str | Path, study_name: str | None = None) -> Source:
     """The study of a ``dnntune tune`` run folder (its journal, or the storage its summary names)."""
     from ..search.storage import JOURNAL_NAME
@@ -74,19 +93,9 @@ def from_run_dir(run_dir: str | Path, study_name: str | None = None) -> Source:
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: not a folder; give the run folder of `dnntune tune` "
                           f"(or --storage URL --study NAME)")
-    summary = {}
-    if (run_dir / "summary.json").is_file():
-        try:
-            summary = json.loads((run_dir / "summary.json").read_text())
-        except (OSError, ValueError):
-            summary = {}
-    study_name = study_name or summary.get("study")
-    journal = run_dir / JOURNAL_NAME
-    if journal.is_file():
-        url = str(journal)
-    elif summary.get("storage"):
-        url = summary["storage"]
-    else:
+    study_name = study_name or _run_summary(run_dir).get("study")
+    url = run_storage(run_dir)
+    if url is None:
         raise ReportError(f"{run_dir}: not the run folder of `dnntune tune` (no {JOURNAL_NAME} and no summary.json "
                           f"naming a study storage); give --storage URL --study NAME")
     storage = _open(url)
