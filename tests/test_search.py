@@ -343,16 +343,20 @@ def test_ctrl_c_records_the_running_trial_and_a_rerun_repeats_it(tmp_path):
     path.write_text(yaml.safe_dump(exp))
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "dnntune", "tune", str(path), "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a shell that starts jobs in the background (as CI does) ignores SIGINT in them, and children inherit
+    # that; a user's terminal does not, so the child gets Python's default Ctrl-C handling back
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     journal = out / "study.journal"
     deadline = time.time() + 120
-    while time.time() < deadline:
+    caught = False
+    while not caught and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
         if journal.exists():
             trials = trials_of(journal, "exp")
-            if any(t.state == TrialState.COMPLETE for t in trials) and any(
-                    t.state == TrialState.RUNNING and t.params for t in trials):
-                break
+            caught = any(t.state == TrialState.COMPLETE for t in trials) and any(
+                t.state == TrialState.RUNNING and t.params for t in trials)
+    assert caught, "never saw a complete trial and a running one"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
