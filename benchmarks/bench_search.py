@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-TARGETS = (0.90, 0.95)
+TARGETS = (0.985, 0.99)  # near the best this space reaches: the first random trial already gets ~0.98
 
 
 def _space(epochs: int) -> dict:
@@ -89,7 +89,7 @@ def efficiency(quick: bool) -> str:
     # grid is left out: the default space has ~1e14 grid points, which `search.sampler: grid` refuses
     methods = ["tpe+asha", "tpe", "random"]
     seeds = [0] if quick else [0, 1, 2]
-    budget, epochs = (20.0, 2) if quick else (120.0, 20)
+    budget, epochs = (20.0, 2) if quick else (600.0, 20)
     jobs = [(m, s) for s in seeds for m in methods]
     # spawn: a forked child of a process whose torch thread pool already ran can die or deadlock
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -152,7 +152,7 @@ def _parallel_study(workers: int, budget: float, out: Path, epochs: int) -> tupl
 
 
 def parallel(quick: bool) -> str:
-    budget, epochs = (20.0, 1) if quick else (150.0, 4)
+    budget, epochs = (20.0, 1) if quick else (240.0, 40)  # ~5 s trials, as in the issue
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for workers in (1, 2):

@@ -115,6 +115,22 @@ def test_every_sampler_runs_a_tiny_study(tmp_path, sampler):
     assert (tmp_path / "best" / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("final", ["retrain", "best_trial"])
+def test_cross_validated_trials_average_their_folds(tmp_path, final):
+    exp = experiment(n_trials=2, epochs=3, pruner="none", folds=3, final=final)
+    summary = tune(exp, tmp_path, quiet=True)
+    assert summary["trials"]["complete"] == 2 and summary["test"]["accuracy"] > 0
+    for t in trials_of(tmp_path / "study.journal"):
+        folds = t.user_attrs["folds"]
+        assert len(folds) == 3 and t.value == pytest.approx(sum(folds) / 3)
+        assert t.user_attrs["val"]["accuracy"] == pytest.approx(t.value)
+        assert t.user_attrs["epochs"] == 9 and len(t.intermediate_values) == 3  # pruning sees the first fold
+        trial_dir = Path(t.user_attrs["dir"])
+        assert all((trial_dir / f / "curves.jsonl").exists() for f in ("", "fold1", "fold2"))
+    assert (tmp_path / "best" / "model.safetensors").exists()
+    assert "mean over 3 cross-validation folds" in (tmp_path / "report" / "index.html").read_text()
+
+
 @pytest.mark.parametrize("pruner", ["median", "asha", "hyperband"])
 def test_every_pruner_runs_a_tiny_study(tmp_path, pruner):
     summary = tune(experiment(n_trials=4, epochs=4, pruner=pruner), tmp_path, quiet=True)
@@ -359,7 +375,7 @@ def test_ctrl_c_records_the_running_trial_and_a_rerun_repeats_it(tmp_path):
     assert caught, "never saw a complete trial and a running one"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     interrupted = [t for t in trials_of(journal, "exp") if t.state == TrialState.FAIL]
     assert len(interrupted) == 1 and interrupted[0].user_attrs[FAIL_REASON].startswith("interrupted")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -368,6 +384,35 @@ def test_ctrl_c_records_the_running_trial_and_a_rerun_repeats_it(tmp_path):
     rerun = [t for t in after if t.user_attrs.get("requeued_from") == interrupted[0].number]
     assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE
     assert sum(t.state == TrialState.COMPLETE for t in after) == 4
+
+
+def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_study_at_the_next_epoch(tmp_path, monkeypatch):
+    from dnntune.search import runner
+
+    class Finalizer:  # Python prints "Exception ignored in ..." and drops a KeyboardInterrupt raised here
+        def __del__(self):
+            runner._on_sigint(signal.SIGINT, None)
+
+    fit = runner.fit_tracked
+
+    def fit_then_lose_a_ctrl_c(trainer, tracker):
+        hook = trainer.hooks[0]
+
+        def hook_losing_ctrl_c(epoch, row):
+            if epoch == 1:
+                Finalizer()  # the interrupt raised in __del__ is swallowed by the interpreter
+            return hook(epoch, row)
+
+        trainer.hooks[0] = hook_losing_ctrl_c
+        return fit(trainer, tracker)
+
+    monkeypatch.setattr(runner, "fit_tracked", fit_then_lose_a_ctrl_c)
+    monkeypatch.setattr(runner, "_CTRL_C", runner.threading.Event())
+    with pytest.raises(KeyboardInterrupt):
+        tune(experiment(n_trials=3, epochs=3, pruner="none"), tmp_path, quiet=True)
+    (trial,) = trials_of(tmp_path / "study.journal")
+    assert trial.state == TrialState.FAIL and trial.user_attrs[FAIL_REASON].startswith("interrupted")
+    assert list(trial.intermediate_values) == []  # stopped at the first epoch's hook, before reporting it
 
 
 def test_the_best_trial_among_equal_values_has_the_lower_validation_log_loss():

@@ -152,3 +152,29 @@ def test_normalization_uses_train_split_only():
     # stratified: every class in every split
     for split in (data.train, data.val, data.test):
         assert set(split.y.tolist()) == {0, 1, 2}
+
+
+def test_folds_partition_the_non_test_data_and_keep_the_test_split():
+    r = validate_recipe(tiny(data={"name": "iris", "normalize": False}))
+    plain = load_data(r.data, r.seed)
+    folds = [load_data(r.data, r.seed, (i, 5)) for i in range(5)]
+    rows = lambda x: sorted(map(tuple, x.tolist()))  # noqa: E731
+    for d in folds:
+        assert torch.equal(d.test.x, plain.test.x) and torch.equal(d.test.y, plain.test.y)
+        assert len(d.val) == 24 and len(d.train) == 96
+        assert d.val.y.bincount().tolist() == [8, 8, 8]  # stratified
+        assert rows(torch.cat([d.train.x, d.val.x])) == rows(torch.cat([plain.train.x, plain.val.x]))
+    vals = torch.cat([d.val.x for d in folds])
+    assert rows(vals) == rows(torch.cat([plain.train.x, plain.val.x]))  # every sample validates exactly once
+    again = load_data(r.data, r.seed, (2, 5))
+    assert torch.equal(again.val.x, folds[2].val.x)  # seeded
+
+
+def test_more_folds_than_samples_is_a_data_error_naming_search_folds(tmp_path):
+    from dnntune.errors import DataError
+
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,y\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(10)))
+    r = validate_recipe(tiny(data={"name": "csv", "path": str(path), "target": "y"}))
+    with pytest.raises(DataError, match=r"search.folds: 9 folds need at least 9 non-test samples; csv has 8"):
+        load_data(r.data, r.seed, (0, 9))

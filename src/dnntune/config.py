@@ -165,6 +165,8 @@ class SearchSection(Section):
     final: Literal["retrain", "best_trial"] = "retrain"
     max_consecutive_failures: int = Field(10, ge=1)
     lr_prior: Literal["none", "range_test"] = "none"
+    folds: int = Field(1, ge=1, le=20, description="k-fold cross-validation per trial: its value is the mean "
+                       "validation metric over k train/val splits of the non-test data (1: one val split)")
     seed: int | None = None
 
 

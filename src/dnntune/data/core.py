@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from ..errors import DataError
 from ..registry import Registry
@@ -110,8 +110,27 @@ def _split(x, y, fraction: float, seed: int, stratify: bool):
     return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=strat)
 
 
-def prepare(raw: RawData, section, seed: int) -> Data:
-    """Split (stratified, seeded), check and normalize a dataset. Statistics come from train only."""
+def _fold(x, y, fold: tuple[int, int], seed: int, stratify: bool, name: str):
+    """Fold ``i`` of ``k`` of the non-test data as validation, the other k-1 folds as training."""
+    i, k = fold
+    if not 0 <= i < k:
+        raise ValueError(f"fold {i} of {k}")
+    if k > len(y):
+        raise DataError(f"search.folds: {k} folds need at least {k} non-test samples; {name} has {len(y)}")
+    if stratify and np.unique(y, return_counts=True)[1].min() >= k:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    else:  # a class with fewer samples than folds: plain seeded folds
+        splitter = KFold(n_splits=k, shuffle=True, random_state=seed)
+    train_idx, val_idx = list(splitter.split(x, y if stratify else None))[i]
+    return x[train_idx], x[val_idx], y[train_idx], y[val_idx]
+
+
+def prepare(raw: RawData, section, seed: int, fold: tuple[int, int] | None = None) -> Data:
+    """Split (stratified, seeded), check and normalize a dataset. Statistics come from train only.
+
+    ``fold=(i, k)``: instead of the ``val_fraction`` split, fold ``i`` of a seeded (stratified) k-fold
+    partition of the non-test data is the validation split (cross-validated search); the test split is
+    the same as without folds."""
     name = section.name
     if raw.x is None:
         raise DataError(f"{name}: streaming datasets are not supported by this loader path")
@@ -134,7 +153,10 @@ def prepare(raw: RawData, section, seed: int) -> Data:
         x_trval, y_trval = x, y
     else:
         x_trval, x_test, y_trval, y_test = _split(x, y, section.test_fraction, seed, stratify)
-    x_train, x_val, y_train, y_val = _split(x_trval, y_trval, section.val_fraction, seed + 1, stratify)
+    if fold is None:
+        x_train, x_val, y_train, y_val = _split(x_trval, y_trval, section.val_fraction, seed + 1, stratify)
+    else:
+        x_train, x_val, y_train, y_val = _fold(x_trval, y_trval, fold, seed + 1, stratify, name)
 
     def t(a, dtype):
         return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
@@ -176,8 +198,9 @@ def prepare(raw: RawData, section, seed: int) -> Data:
     )
 
 
-def load_data(section, seed: int = 0) -> Data:
-    """Build the dataset named in ``section`` (a validated ``data:`` section) and prepare its splits."""
+def load_data(section, seed: int = 0, fold: tuple[int, int] | None = None) -> Data:
+    """Build the dataset named in ``section`` (a validated ``data:`` section) and prepare its splits
+    (``fold=(i, k)``: fold i of k of the non-test data as validation, see ``prepare``)."""
     entry = DATASETS.get(section.name, "data.name")
     raw = entry.builder(section.knobs)
-    return prepare(raw, section, seed)
+    return prepare(raw, section, seed, fold)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import datetime
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,15 +144,22 @@ class _Builder:
         header = ["rank", "trial"] + [f"val {n}" for n in v.names] + (["front"] if v.multi else []) + \
             ["epochs", "best epoch", "seconds", "params"]
         rows = []
+        folds = 0
         for i, t in enumerate(v.ranked[:TOP_TRIALS]):
             secs = v.seconds(t)
-            rows.append([str(i + 1), str(t.number)] + [_fmt(x) for x in t.values]
+            cells = [_fmt(x) for x in t.values]
+            per_fold = [x for x in t.user_attrs.get("folds") or [] if x is not None]
+            if len(per_fold) > 1:  # cross-validated: the mean over folds ± their spread
+                folds = max(folds, len(per_fold))
+                cells[0] += f" ± {_fmt(statistics.stdev(per_fold))}"
+            rows.append([str(i + 1), str(t.number)] + cells
                         + (["✓" if t.number in front else ""] if v.multi else [])
                         + [_fmt(t.user_attrs.get("epochs", "")), _fmt(t.user_attrs.get("best_epoch") or ""),
                            "" if secs is None else f"{secs:.1f}", h.params_cell(t.params)])
         k = len(v.names)
         numeric = {0, 1, *range(2, 2 + k), 2 + k + v.multi, 3 + k + v.multi, 4 + k + v.multi}
-        note = f"<p>The {min(TOP_TRIALS, len(v.ranked))} best of {len(v.ranked)} complete trials by val {v.metric}.</p>"
+        note = f"<p>The {min(TOP_TRIALS, len(v.ranked))} best of {len(v.ranked)} complete trials by val {v.metric}"
+        note += (f" (mean over {folds} cross-validation folds ± their standard deviation)." if folds else ".") + "</p>"
         return note + h.table(header, rows, numeric)
 
     def failed(self) -> str:

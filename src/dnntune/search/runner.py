@@ -11,6 +11,8 @@ import collections
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,16 +180,48 @@ def common_reason(reasons: list[str]) -> str:
 
 # --- one worker -----------------------------------------------------------------------------------
 
+_CTRL_C = threading.Event()
+
+
+def _on_sigint(signum, frame):
+    _CTRL_C.set()
+    raise KeyboardInterrupt
+
+
+def catch_ctrl_c() -> None:
+    """Remember a Ctrl-C, not only raise it: Python loses a KeyboardInterrupt that lands in a finalizer
+    ("Exception ignored in ..."), and the study would then run on. Trials check the flag every epoch and
+    the worker after each trial. A process started with SIGINT ignored (a background job) keeps ignoring it."""
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def check_ctrl_c() -> None:
+    if _CTRL_C.is_set():
+        raise KeyboardInterrupt
+
 
 class _DataCache:
     def __init__(self):
         self._cache: dict[str, Data] = {}
 
-    def get(self, recipe: Recipe) -> Data:
-        key = json.dumps({"data": recipe.to_dict()["data"], "seed": recipe.seed}, sort_keys=True)
+    def get(self, recipe: Recipe, fold: tuple[int, int] | None = None) -> Data:
+        key = json.dumps({"data": recipe.to_dict()["data"], "seed": recipe.seed, "fold": fold}, sort_keys=True)
         if key not in self._cache:
-            self._cache[key] = load_data(recipe.data, recipe.seed)
+            self._cache[key] = load_data(recipe.data, recipe.seed, fold)
         return self._cache[key]
+
+
+def fold_of(folds: int, i: int) -> tuple[int, int] | None:
+    """The ``fold`` argument of ``load_data`` for fold ``i`` of a study with ``search.folds: folds``."""
+    return None if folds <= 1 else (i, folds)
+
+
+def _mean_metrics(runs: list[dict]) -> dict:
+    """Per-metric mean of the folds' validation metrics (numbers only; no confusion matrix)."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return {k: sum(r[k] for r in runs) / len(runs) for k in keys if all(k in r for r in runs)}
 
 
 @dataclass
@@ -207,6 +241,7 @@ class WorkerConfig:
 def objective_factory(experiment: dict, objectives: Objectives, cfg: WorkerConfig, data_cache: _DataCache,
                       on_epoch=None):
     metric = objectives.names[0]
+    folds = int((experiment.get("search") or {}).get("folds") or 1)
 
     def objective(trial: optuna.Trial):
         trial.storage.set_trial_system_attr(trial._trial_id, st.OWNER_KEY, st.owner())
@@ -218,33 +253,47 @@ def objective_factory(experiment: dict, objectives: Objectives, cfg: WorkerConfi
             # ... and as the trial runs it: re-run rather than resumed (no checkpoint), the worker's thread count
             recipe = recipe.model_copy(update={"train": recipe.train.model_copy(
                 update={"checkpoint": False, "threads": cfg.threads or recipe.train.threads})})
-            data = data_cache.get(recipe)
-            state = {"pruned_at": None, "timeout": False}
+            state = {"pruned_at": None, "timeout": False, "fold": 0}
 
             def report(epoch: int, row: dict) -> bool:
+                check_ctrl_c()
                 if on_epoch is not None:
                     on_epoch(trial.number, epoch, row)
                 value = row.get(f"val_{metric}")
-                if value is None or objectives.multi:
+                if value is None:
                     return False
-                trial.report(float(value), epoch)
-                if trial.should_prune():
-                    state["pruned_at"] = epoch
-                    return True
+                # pruning sees the first fold's curve (the folds of one trial run one after another)
+                if state["fold"] == 0 and not objectives.multi:
+                    trial.report(float(value), epoch)
+                    if trial.should_prune():
+                        state["pruned_at"] = epoch
+                        return True
                 if cfg.deadline is not None and time.time() >= cfg.deadline:
                     state["timeout"] = True
                     return True
                 return False
 
             trial_dir = cfg.out_dir / "trials" / f"{trial.number:04d}"
-            result = fit_tracked(Trainer(recipe, data, out_dir=trial_dir, on_epoch_end=report, evaluate_test=False),
-                                 cfg.tracker)
-            trial.set_user_attr("epochs", result.epochs)
-            trial.set_user_attr("best_epoch", result.best_epoch)
+            results = []
+            for i in range(folds):
+                state["fold"] = i
+                data = data_cache.get(recipe, fold_of(folds, i))
+                fold_dir = trial_dir if i == 0 else trial_dir / f"fold{i}"
+                results.append(fit_tracked(Trainer(recipe, data, out_dir=fold_dir, on_epoch_end=report,
+                                                   evaluate_test=False), cfg.tracker))
+                if state["pruned_at"] is not None or state["timeout"]:
+                    break
+            result = results[0]
+            vals = [{k: v for k, v in r.metrics.get("val", {}).items() if k != "confusion_matrix"} for r in results]
+            val = vals[0] if folds == 1 else _mean_metrics(vals)
+            best_epochs = [r.best_epoch for r in results if r.best_epoch is not None]
+            trial.set_user_attr("epochs", sum(r.epochs for r in results))
+            trial.set_user_attr("best_epoch", round(sum(best_epochs) / len(best_epochs)) if best_epochs else None)
             trial.set_user_attr("params", result.params)
-            trial.set_user_attr("wall_seconds", round(result.wall_seconds, 3))
-            trial.set_user_attr("val", {k: v for k, v in result.metrics.get("val", {}).items()
-                                        if k != "confusion_matrix"})
+            trial.set_user_attr("wall_seconds", round(sum(r.wall_seconds for r in results), 3))
+            trial.set_user_attr("val", val)
+            if folds > 1:
+                trial.set_user_attr("folds", [v.get(metric) for v in vals])
             trial.set_user_attr("dir", str(trial_dir))
             if state["pruned_at"] is not None:
                 raise optuna.TrialPruned(f"pruned at epoch {state['pruned_at']}")
@@ -252,12 +301,9 @@ def objective_factory(experiment: dict, objectives: Objectives, cfg: WorkerConfi
                 # a trial cut by the time budget still reports its best validation value: its recipe is
                 # retrained for its best epoch count, so the study always yields a final model
                 trial.set_user_attr("stopped", "time budget")
-            values = []
-            for name in objectives.names:
-                if name in OBJECTIVE_EXTRAS:
-                    values.append(float(getattr(result, name)))
-                else:
-                    values.append(float(result.metrics["val"][name]))
+            extras = {"params": result.params, "wall_seconds": sum(r.wall_seconds for r in results),
+                      "epochs": sum(r.epochs for r in results) / len(results)}
+            values = [float(extras[name] if name in OBJECTIVE_EXTRAS else val[name]) for name in objectives.names]
             return values if objectives.multi else values[0]
         except optuna.TrialPruned:
             raise
@@ -319,6 +365,7 @@ def run_worker(cfg: WorkerConfig, storage=None, on_trial=None, on_epoch=None) ->
     max_fail = int(search.get("max_consecutive_failures", 10))
 
     def after_trial(study: optuna.Study, trial) -> None:
+        check_ctrl_c()
         if on_trial is not None:
             on_trial(study, trial)
         reasons = consecutive_failures(study)
@@ -334,8 +381,10 @@ def run_worker(cfg: WorkerConfig, storage=None, on_trial=None, on_epoch=None) ->
     if not budget_left(study, cfg.n_trials, cfg.epoch_budget, cfg.deadline) or study.user_attrs.get(STOP_KEY):
         return
     objective = objective_factory(experiment, objectives, cfg, _DataCache(), on_epoch)
+    catch_ctrl_c()
     study.optimize(objective, n_trials=None, timeout=None, catch=(Exception,), callbacks=[after_trial],
                    gc_after_trial=False)
+    check_ctrl_c()
 
 
 # --- the final model ------------------------------------------------------------------------------
@@ -387,7 +436,10 @@ def final_model(study: optuna.Study, objectives: Objectives, out_dir: Path, mode
         return None
     recipe = validate_recipe(best.user_attrs["recipe"], f"trial {best.number}")
     best_dir = out_dir / "best"
-    data = load_data(recipe.data, recipe.seed)
+    folds = int(((study.user_attrs.get(EXPERIMENT_KEY) or {}).get("search") or {}).get("folds") or 1)
+    # retrain: on all non-test data (train + val); best_trial: the trial's own (first-fold) weights and
+    # normalization; either way the same test split
+    data = load_data(recipe.data, recipe.seed, None if mode == "retrain" else fold_of(folds, 0))
     if mode == "retrain":
         epochs = int(best.user_attrs.get("best_epoch") or best.user_attrs.get("epochs") or recipe.train.epochs)
         train_section = recipe.train.model_copy(update={

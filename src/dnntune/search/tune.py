@@ -32,8 +32,11 @@ from .runner import (
     WorkerConfig,
     best_trial,
     budget_left,
+    catch_ctrl_c,
+    check_ctrl_c,
     counts,
     final_model,
+    fold_of,
     run_worker,
     study_summary,
     trial_value,
@@ -173,7 +176,7 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = SearchSection(**(experiment.get("search") or {}))
     sample = validate_experiment(experiment, source)
-    data = load_data(sample.data, sample.seed)
+    data = load_data(sample.data, sample.seed, fold_of(search.folds, 0))  # a bad data section fails here, once
     objectives = Objectives.from_experiment(experiment, data.task)
     study_name = study_name or "study"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +213,9 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
                        n_trials=search.n_trials, epoch_budget=search.epoch_budget, deadline=deadline)
     view = LiveView(study_name, objectives, search.n_trials, deadline, search.workers, quiet)
     try:
+        catch_ctrl_c()
         while True:
+            check_ctrl_c()
             if search.workers == 1:
                 run_worker(cfg, storage, on_trial=lambda s, t: view.update(s, force=True),
                            on_epoch=lambda n, e, row: (view.epoch(n, e, row), view.update(study)))
@@ -229,6 +234,7 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
                 time.sleep(2.0)
                 continue
             break
+        check_ctrl_c()
     except KeyboardInterrupt:
         view.close(study)
         raise
