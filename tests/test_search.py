@@ -115,6 +115,12 @@ def test_every_sampler_runs_a_tiny_study(tmp_path, sampler):
     assert (tmp_path / "best" / "model.safetensors").exists()
 
 
+def test_tuning_without_a_validation_split_is_refused_unless_cross_validated(tmp_path, capsys):
+    code = main(["tune", "--data", "iris", "--set", "data.val_fraction=0", "--out", str(tmp_path), "--quiet"])
+    assert code == 2 and "data.val_fraction: 0 leaves no validation split" in capsys.readouterr().err
+    assert not (tmp_path / "study.journal").exists()
+
+
 @pytest.mark.parametrize("final", ["retrain", "best_trial"])
 def test_cross_validated_trials_average_their_folds(tmp_path, final):
     exp = experiment(n_trials=2, epochs=3, pruner="none", folds=3, final=final)

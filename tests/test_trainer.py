@@ -178,3 +178,40 @@ def test_more_folds_than_samples_is_a_data_error_naming_search_folds(tmp_path):
     r = validate_recipe(tiny(data={"name": "csv", "path": str(path), "target": "y"}))
     with pytest.raises(DataError, match=r"search.folds: 9 folds need at least 9 non-test samples; csv has 8"):
         load_data(r.data, r.seed, (0, 9))
+
+
+def test_no_validation_split_trains_on_all_non_test_data():
+    r = validate_recipe(tiny(data={"name": "iris", "val_fraction": 0}))
+    result = train(r)
+    assert len(result.history) == 3 and "val" not in result.metrics and result.best_epoch is None
+    assert result.metrics["test"]["accuracy"] > 0
+    data = load_data(r.data, r.seed)
+    assert len(data.train) == 120 and len(data.val) == 0 and len(data.test) == 30
+
+
+@pytest.mark.parametrize("section, key", [({"schedule": {"name": "plateau"}}, "schedule.name: plateau"),
+                                          ({"train": {"epochs": 3, "early_stopping": {"patience": 2}}},
+                                           "train.early_stopping.patience")])
+def test_what_needs_a_validation_split_says_so_without_one(section, key):
+    from dnntune.errors import ConfigError
+
+    r = validate_recipe(tiny(data={"name": "iris", "val_fraction": 0}, **section))
+    with pytest.raises(ConfigError, match=f"{key}: needs a validation split.*val_fraction"):
+        train(r)
+
+
+def test_the_retrain_replays_the_plateau_decisions_of_the_run_it_repeats():
+    from dnntune.errors import ConfigError
+    from dnntune.search.runner import merge_train_val
+
+    r = validate_recipe(tiny(schedule={"name": "plateau", "patience": 1, "factor": 0.5},
+                             optim={"name": "adam", "lr": 0.2}, train={"epochs": 12, "batch_size": 32}))
+    first = train(r)
+    flags = [bool(row["improved"]) for row in first.history]
+    assert any(flags) and not all(flags)  # the plateau schedule had something to react to
+    merged = merge_train_val(load_data(r.data, r.seed))
+    again = Trainer(r, merged, replay=flags).fit()
+    assert [row["lr"] for row in again.history] == [row["lr"] for row in first.history]
+    assert min(row["lr"] for row in again.history) < 0.2  # it did decay
+    with pytest.raises(ConfigError, match="schedule.name: plateau: needs a validation split"):
+        Trainer(r, merged).fit()

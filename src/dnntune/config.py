@@ -33,7 +33,8 @@ class DataSection(Section):
     """``data:`` the dataset name, split fractions and the dataset's own knobs."""
 
     name: str
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of the training part held out")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of the training part held out for "
+                                "validation (0: none; no early stopping or plateau then, and no tuning)")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share held out for test (if no own split)")
     normalize: bool = Field(True, description="standardize inputs with training-split statistics")
     in_memory: Literal["auto", True, False] = Field("auto", description="hold data as device tensors")

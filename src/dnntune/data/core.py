@@ -153,7 +153,9 @@ def prepare(raw: RawData, section, seed: int, fold: tuple[int, int] | None = Non
         x_trval, y_trval = x, y
     else:
         x_trval, x_test, y_trval, y_test = _split(x, y, section.test_fraction, seed, stratify)
-    if fold is None:
+    if fold is None and section.val_fraction == 0:
+        x_train, x_val, y_train, y_val = x_trval, x_trval[:0], y_trval, y_trval[:0]
+    elif fold is None:
         x_train, x_val, y_train, y_val = _split(x_trval, y_trval, section.val_fraction, seed + 1, stratify)
     else:
         x_train, x_val, y_train, y_val = _fold(x_trval, y_trval, fold, seed + 1, stratify, name)

@@ -113,8 +113,13 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, data: Data | None = None, out_dir: str | Path | None = None,
                  on_epoch_end: EpochHook | None = None, evaluate_test: bool = True, resume: bool = True,
-                 max_epochs: int | None = None):
+                 max_epochs: int | None = None, replay: list[bool] | None = None):
+        """``replay``: with no validation split (the final retrain on train+val, or ``data.val_fraction: 0``),
+        the epochs at which the validation metric improved in an earlier run of the recipe (its curves'
+        ``improved`` column), so ``schedule.name: plateau`` and ``train.batch_growth.on_plateau`` act at the
+        same epochs as in that run instead of never (growth) or every ``patience`` epochs (plateau)."""
         self.recipe = recipe
+        self.replay = replay
         self.data = data
         self.out_dir = Path(out_dir) if out_dir else None
         self.hooks: list[EpochHook] = [on_epoch_end] if on_epoch_end else []
@@ -228,6 +233,13 @@ class Trainer:
         epochs = r.train.epochs if self.max_epochs is None else min(self.max_epochs, r.train.epochs)
         es = r.train.early_stopping
         growth = r.train.batch_growth
+        if not has_val and self.replay is None:
+            needs = [key for key, on in (("schedule.name: plateau", r.schedule.name == "plateau"),
+                                         ("train.batch_growth.on_plateau", growth and growth.on_plateau),
+                                         ("train.early_stopping.patience", es.patience is not None)) if on]
+            if needs:
+                raise ConfigError(f"{needs[0]}: needs a validation split, and {data.name} has none "
+                                  f"(data.val_fraction: 0); set data.val_fraction > 0 or remove it")
         history: list[dict] = []
         best_value, best_epoch, best_state = None, None, None
         best_loss = math.inf  # breaks ties of the metric: a saturated accuracy (100% of a small val split)
@@ -295,6 +307,10 @@ class Trainer:
                 else:
                     since_best += 1
                     since_growth_best += 1
+                row["improved"] = int(improved)
+            elif self.replay is not None:  # no validation: the improvements of the run being replayed
+                improved = epoch < len(self.replay) and bool(self.replay[epoch])
+                since_growth_best = 0 if improved else since_growth_best + 1
             self.schedule.on_epoch_end(improved)
             row["seconds"] = time.perf_counter() - te
             history.append(row)

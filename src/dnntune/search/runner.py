@@ -428,6 +428,19 @@ def merge_train_val(data: Data) -> Data:
     return dataclasses.replace(data, train=train, val=empty)
 
 
+def improvements(trial) -> list[bool]:
+    """Per epoch, did the trial's validation metric improve (its first fold's curves)? Replayed by the
+    retrain on train+val, which has no validation split, for plateau schedules and batch growth."""
+    if not trial.user_attrs.get("dir"):
+        return []
+    path = Path(trial.user_attrs["dir"]) / "curves.jsonl"
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except OSError:
+        return []
+    return [bool(row.get("improved")) for row in rows]
+
+
 def final_model(study: optuna.Study, objectives: Objectives, out_dir: Path, mode: str, quiet: bool = True,
                 tracker: str = "jsonl"):
     """Retrain the best recipe on train+val (or keep the best trial's weights), test it once."""
@@ -446,7 +459,8 @@ def final_model(study: optuna.Study, objectives: Objectives, out_dir: Path, mode
             "epochs": max(epochs, 1), "early_stopping": recipe.train.early_stopping.model_copy(
                 update={"patience": None}), "checkpoint": True})
         recipe = recipe.model_copy(update={"train": train_section})
-        result = fit_tracked(Trainer(recipe, merge_train_val(data), out_dir=best_dir, resume=False), tracker)
+        result = fit_tracked(Trainer(recipe, merge_train_val(data), out_dir=best_dir, resume=False,
+                                     replay=improvements(best)), tracker)
         test = result.metrics["test"]
     else:
         from ..engine.checkpoint import load_weights

@@ -177,6 +177,9 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
     search = SearchSection(**(experiment.get("search") or {}))
     sample = validate_experiment(experiment, source)
     data = load_data(sample.data, sample.seed, fold_of(search.folds, 0))  # a bad data section fails here, once
+    if len(data.val) == 0:
+        raise ConfigError("data.val_fraction: 0 leaves no validation split to tune on; set it > 0 or use "
+                          "search.folds: k (cross-validation)")
     objectives = Objectives.from_experiment(experiment, data.task)
     study_name = study_name or "study"
     out_dir.mkdir(parents=True, exist_ok=True)
