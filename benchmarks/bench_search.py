@@ -99,7 +99,7 @@ def efficiency(quick: bool) -> str:
              f"per study, seeds {seeds})\n",
              "Time until the best validation accuracy of a complete trial reaches the target; `>budget` = not "
              "reached. Mean over the seeds that reached it, and how many did.\n",
-             "| method | " + " | ".join(f"time to val acc ≥ {t:.2f}" for t in TARGETS) +
+             "| method | " + " | ".join(f"time to val acc ≥ {t:.3f}" for t in TARGETS) +
              " | best val acc (mean ± std) | trials (pruned) per study |",
              "|---|" + "---|" * len(TARGETS) + "---|---|"]
     summary: dict[str, dict[float, list[float]]] = {}
@@ -121,7 +121,7 @@ def efficiency(quick: bool) -> str:
     for target in TARGETS:
         a = statistics.mean(summary["tpe+asha"][target])
         b = statistics.mean(summary["tpe"][target])
-        lines.append(f"\nSpeed-up of TPE + ASHA over TPE without pruning to reach {target:.2f} "
+        lines.append(f"\nSpeed-up of TPE + ASHA over TPE without pruning to reach {target:.3f} "
                      f"(unreached counted as the full budget, so the ratio is a lower bound when any run missed): "
                      f"**{b / a:.2f}×**")
     return "\n".join(lines) + "\n"
