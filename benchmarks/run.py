@@ -4,7 +4,8 @@ Each ``benchmarks/bench_*.py`` module has ``run(quick: bool) -> str`` returning 
 Results of every module are kept in ``benchmarks/results/<name>.md`` so that running one module
 (``python benchmarks/run.py engine``) refreshes its section without re-running the others.
 
-Usage: ``make bench`` (all), ``python benchmarks/run.py NAME ...``, ``--quick`` for a smoke run.
+Usage: ``make bench`` (all), ``python benchmarks/run.py NAME ...``, ``--quick`` for a smoke run,
+``--collect`` to rebuild docs/BENCHMARKS.md from the kept results (after running a module by hand).
 """
 
 from __future__ import annotations
@@ -53,9 +54,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the benchmarks run")
+    p.add_argument("--collect", action="store_true",
+                   help="run nothing: rebuild docs/BENCHMARKS.md from benchmarks/results/*.md")
     args = p.parse_args()
     available = sorted(f.stem[len("bench_"):] for f in HERE.glob("bench_*.py"))
-    names = args.names or available
+    names = [] if args.collect else (args.names or available)
     unknown = [n for n in names if n not in available]
     if unknown:
         print(f"unknown benchmark {unknown[0]!r}; available: {', '.join(available)}", file=sys.stderr)
