@@ -287,10 +287,11 @@ def objective_factory(experiment: dict, objectives: Objectives, cfg: WorkerConfi
             vals = [{k: v for k, v in r.metrics.get("val", {}).items() if k != "confusion_matrix"} for r in results]
             val = vals[0] if folds == 1 else _mean_metrics(vals)
             best_epochs = [r.best_epoch for r in results if r.best_epoch is not None]
+            wall = sum(r.wall_seconds for r in results)
             trial.set_user_attr("epochs", sum(r.epochs for r in results))
             trial.set_user_attr("best_epoch", round(sum(best_epochs) / len(best_epochs)) if best_epochs else None)
             trial.set_user_attr("params", result.params)
-            trial.set_user_attr("wall_seconds", round(sum(r.wall_seconds for r in results), 3))
+            trial.set_user_attr("wall_seconds", round(wall, 3))
             trial.set_user_attr("val", val)
             if folds > 1:
                 trial.set_user_attr("folds", [v.get(metric) for v in vals])
@@ -301,7 +302,7 @@ def objective_factory(experiment: dict, objectives: Objectives, cfg: WorkerConfi
                 # a trial cut by the time budget still reports its best validation value: its recipe is
                 # retrained for its best epoch count, so the study always yields a final model
                 trial.set_user_attr("stopped", "time budget")
-            extras = {"params": result.params, "wall_seconds": sum(r.wall_seconds for r in results),
+            extras = {"params": result.params, "wall_seconds": wall,
                       "epochs": sum(r.epochs for r in results) / len(results)}
             values = [float(extras[name] if name in OBJECTIVE_EXTRAS else val[name]) for name in objectives.names]
             return values if objectives.multi else values[0]
