@@ -421,6 +421,21 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_study_at_the_next_epoch(tm
     assert list(trial.intermediate_values) == []  # stopped at the first epoch's hook, before reporting it
 
 
+def test_an_error_caused_by_a_ctrl_c_is_recorded_as_the_interrupt(tmp_path, monkeypatch):
+    from dnntune.search import runner
+
+    def interrupted_mid_write(trainer, tracker):
+        runner._CTRL_C.set()  # the handler ran; the KeyboardInterrupt broke the journal's file lock
+        raise FileNotFoundError("study.journal.lock...rename")
+
+    monkeypatch.setattr(runner, "fit_tracked", interrupted_mid_write)
+    monkeypatch.setattr(runner, "_CTRL_C", runner.threading.Event())
+    with pytest.raises(KeyboardInterrupt):
+        tune(experiment(n_trials=3, epochs=3, pruner="none"), tmp_path, quiet=True)
+    (trial,) = trials_of(tmp_path / "study.journal")
+    assert trial.state == TrialState.FAIL and trial.user_attrs[FAIL_REASON].startswith("interrupted")
+
+
 def test_the_best_trial_among_equal_values_has_the_lower_validation_log_loss():
     from dnntune.search.runner import Objectives, best_trial
 

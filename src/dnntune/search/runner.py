@@ -315,6 +315,9 @@ def objective_factory(experiment: dict, objectives: Objectives, cfg: WorkerConfi
             trial.set_user_attr(FAIL_REASON, f"diverged (NaN/inf loss) at epoch {e.epoch}")
             raise
         except Exception as e:
+            if _CTRL_C.is_set():  # e.g. the storage's file lock, broken by the KeyboardInterrupt mid-write
+                trial.set_user_attr(FAIL_REASON, INTERRUPTED)
+                raise KeyboardInterrupt from e
             name = type(e).__name__
             if "OutOfMemory" in name or "out of memory" in str(e):
                 reason = f"out of memory: {str(e)[:200]}"
