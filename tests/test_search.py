@@ -392,6 +392,19 @@ def test_ctrl_c_records_the_running_trial_and_a_rerun_repeats_it(tmp_path):
     assert sum(t.state == TrialState.COMPLETE for t in after) == 4
 
 
+def interrupted_trial(tmp_path, monkeypatch, fit):
+    """Run a study whose trials train with ``fit``; it must stop on Ctrl-C with its one trial interrupted."""
+    from dnntune.search import runner
+
+    monkeypatch.setattr(runner, "fit_tracked", fit)
+    monkeypatch.setattr(runner, "_CTRL_C", runner.threading.Event())
+    with pytest.raises(KeyboardInterrupt):
+        tune(experiment(n_trials=3, epochs=3, pruner="none"), tmp_path, quiet=True)
+    (trial,) = trials_of(tmp_path / "study.journal")
+    assert trial.state == TrialState.FAIL and trial.user_attrs[FAIL_REASON].startswith("interrupted")
+    return trial
+
+
 def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_study_at_the_next_epoch(tmp_path, monkeypatch):
     from dnntune.search import runner
 
@@ -412,12 +425,7 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_study_at_the_next_epoch(tm
         trainer.hooks[0] = hook_losing_ctrl_c
         return fit(trainer, tracker)
 
-    monkeypatch.setattr(runner, "fit_tracked", fit_then_lose_a_ctrl_c)
-    monkeypatch.setattr(runner, "_CTRL_C", runner.threading.Event())
-    with pytest.raises(KeyboardInterrupt):
-        tune(experiment(n_trials=3, epochs=3, pruner="none"), tmp_path, quiet=True)
-    (trial,) = trials_of(tmp_path / "study.journal")
-    assert trial.state == TrialState.FAIL and trial.user_attrs[FAIL_REASON].startswith("interrupted")
+    trial = interrupted_trial(tmp_path, monkeypatch, fit_then_lose_a_ctrl_c)
     assert list(trial.intermediate_values) == []  # stopped at the first epoch's hook, before reporting it
 
 
@@ -428,12 +436,7 @@ def test_an_error_caused_by_a_ctrl_c_is_recorded_as_the_interrupt(tmp_path, monk
         runner._CTRL_C.set()  # the handler ran; the KeyboardInterrupt broke the journal's file lock
         raise FileNotFoundError("study.journal.lock...rename")
 
-    monkeypatch.setattr(runner, "fit_tracked", interrupted_mid_write)
-    monkeypatch.setattr(runner, "_CTRL_C", runner.threading.Event())
-    with pytest.raises(KeyboardInterrupt):
-        tune(experiment(n_trials=3, epochs=3, pruner="none"), tmp_path, quiet=True)
-    (trial,) = trials_of(tmp_path / "study.journal")
-    assert trial.state == TrialState.FAIL and trial.user_attrs[FAIL_REASON].startswith("interrupted")
+    interrupted_trial(tmp_path, monkeypatch, interrupted_mid_write)
 
 
 def test_the_best_trial_among_equal_values_has_the_lower_validation_log_loss():
