@@ -35,3 +35,31 @@ def test_regression_metrics_match_scikit_learn():
     assert m["mse"] == pytest.approx(skm.mean_squared_error(y, out))
     assert m["mae"] == pytest.approx(skm.mean_absolute_error(y, out))
     assert m["r2"] == pytest.approx(skm.r2_score(y, out))
+
+
+def test_multi_output_r2_is_the_mean_of_per_output_r2_as_scikit_learn():
+    # two outputs on very different scales: pooling the sums of squares over outputs (the old
+    # definition) lets the large-variance output dominate, scikit-learn averages the per-output R²
+    rng = np.random.default_rng(1)
+    y = np.stack([rng.normal(scale=10.0, size=40), rng.normal(scale=0.1, size=40)], axis=1)
+    out = y + np.stack([rng.normal(scale=1.0, size=40), rng.normal(scale=0.1, size=40)], axis=1)
+    expected = skm.r2_score(y, out, multioutput="uniform_average")
+    pooled = 1 - ((out - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
+    assert abs(pooled - expected) > 0.3  # the case tells the two definitions apart
+    m = compute_metrics("regression", torch.tensor(out), torch.tensor(y), 2)
+    assert m["r2"] == pytest.approx(expected)
+    assert m["mse"] == pytest.approx(skm.mean_squared_error(y, out))
+    assert m["mae"] == pytest.approx(skm.mean_absolute_error(y, out))
+
+
+@pytest.mark.parametrize("perfect", [True, False])
+def test_r2_of_a_constant_target_column_follows_scikit_learn(perfect):
+    # scikit-learn (force_finite=True): a constant column scores 1.0 if predicted exactly, else 0.0
+    rng = np.random.default_rng(2)
+    y = np.stack([np.full(20, 3.0), rng.normal(size=20)], axis=1)
+    out = y + np.stack([np.zeros(20) if perfect else np.full(20, 0.5), rng.normal(scale=0.3, size=20)], axis=1)
+    m = compute_metrics("regression", torch.tensor(out), torch.tensor(y), 2)
+    assert m["r2"] == pytest.approx(skm.r2_score(y, out))
+    m1 = compute_metrics("regression", torch.tensor(out[:, :1]), torch.tensor(y[:, 0]), 1)
+    assert m1["r2"] == pytest.approx(skm.r2_score(y[:, 0], out[:, 0]))
+    assert m1["r2"] == (1.0 if perfect else 0.0)

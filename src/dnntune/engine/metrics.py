@@ -48,7 +48,8 @@ def compute_metrics(task: str, outputs: torch.Tensor, targets: torch.Tensor, num
 
     Computed in torch from the confusion matrix (cheap enough for every epoch), with scikit-learn's
     definitions: macro averages over all classes with 0 for an empty denominator; balanced accuracy
-    is the mean recall over the classes present in the targets.
+    is the mean recall over the classes present in the targets. Regression: ``mse``/``rmse``/``mae``
+    averaged over all outputs and samples, ``r2`` the mean of the per-output R² (:func:`r2_score`).
     """
     out = outputs.detach().double().cpu()
     y = targets.detach().cpu()
@@ -79,6 +80,23 @@ def compute_metrics(task: str, outputs: torch.Tensor, targets: torch.Tensor, num
         pred = pred[:, 0]
     err = pred - yt
     mse = float((err ** 2).mean())
-    total = float(((yt - yt.mean(0)) ** 2).sum())
-    r2 = 1.0 - float((err ** 2).sum()) / total if total > 0 else 0.0
-    return {"mse": mse, "rmse": mse ** 0.5, "mae": float(err.abs().mean()), "r2": r2}
+    return {"mse": mse, "rmse": mse ** 0.5, "mae": float(err.abs().mean()), "r2": r2_score(yt, pred)}
+
+
+def r2_score(y: torch.Tensor, pred: torch.Tensor) -> float:
+    """scikit-learn's ``r2_score(y, pred, multioutput="uniform_average")``: the mean over outputs of
+    each output's R² (not one R² of the sums of squares pooled over outputs).
+
+    A constant target column follows scikit-learn's ``force_finite=True``: its R² is 1.0 if it is
+    predicted exactly, else 0.0. Unlike scikit-learn (NaN with a warning), fewer than two samples
+    also get that finite value, so model selection never sees NaN.
+    """
+    y2 = y if y.ndim > 1 else y.unsqueeze(1)
+    p2 = pred if pred.ndim > 1 else pred.unsqueeze(1)
+    if len(y2) == 0:
+        return math.nan  # as mse and mae of no samples
+    residual = ((y2 - p2) ** 2).sum(0)
+    total = ((y2 - y2.mean(0)) ** 2).sum(0)
+    per_output = torch.where(residual == 0, torch.ones_like(total),
+                             torch.where(total == 0, torch.zeros_like(total), 1 - residual / total.clamp_min(1e-300)))
+    return float(per_output.mean())
