@@ -50,17 +50,33 @@ def bce(knobs: SmoothingKnobs, num_outputs: int, task: str) -> LossFn:
 
 
 class KLKnobs(Knobs):
-    temperature: float = Field(1.0, gt=0.0, description="softens both distributions (distillation)")
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    temperature: float = Field(1.0, gt=0.0, description="softens both the target and the predicted "
+                               "distribution, loss scaled by T² (distillation)")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="mix the (softened) targets with the "
+                                   "uniform distribution")
+
+
+def soften(p: torch.Tensor, t: float) -> torch.Tensor:
+    """Probabilities at temperature ``t``: ``p^(1/t)`` renormalized, i.e. ``softmax(log p / t)``, which is
+    ``softmax(z / t)`` for ``p = softmax(z)``. A one-hot stays one-hot."""
+    if t == 1.0:
+        return p
+    return torch.softmax(p.clamp_min(0).log() / t, dim=1)
 
 
 @LOSSES.register("kl_div", KLKnobs, tasks=("classification",))
 def kl_div(knobs: KLKnobs, num_outputs: int, task: str) -> LossFn:
-    """KL(target ‖ softmax(logits / T)) · T², for soft targets (distillation); hard labels become one-hot."""
+    """KL(soften(target, T) ‖ softmax(logits / T)) · T²: Hinton distillation from teacher probabilities."""
     t, s = knobs.temperature, knobs.label_smoothing
 
+    # Targets are probabilities (a teacher's softmax(z), mixup) or class indices (one-hot). Both
+    # distributions are softened by T: the targets as softmax(log p / T) = softmax(z / T), the student
+    # as log_softmax(logits / T); T² keeps the gradient scale independent of T. A one-hot target stays
+    # one-hot at any T, so hard labels give T² · cross-entropy of logits / T. Label smoothing is
+    # applied after softening, so hard labels with smoothing get the usual smoothed one-hot.
     def loss(logits, y):
-        target = soft_targets(y, num_outputs, s)
+        p = soft_targets(y, num_outputs)
+        target = soft_targets(soften(p, t), num_outputs, s)
         logp = F.log_softmax(logits.float() / t, dim=1)
         return F.kl_div(logp, target, reduction="batchmean") * (t * t)
 
