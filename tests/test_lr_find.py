@@ -20,7 +20,7 @@ def test_range_test_suggests_a_finite_lr_within_the_range_and_writes_png_and_jso
     def no_eval(*a, **k):
         raise AssertionError("the range test must not evaluate on validation (or test) data")
 
-    monkeypatch.setattr(Trainer, "_evaluate", no_eval)
+    monkeypatch.setattr(Trainer, "evaluate", no_eval)
     res = lr_find(validate_recipe(tiny()), min_lr=1e-6, max_lr=1.0, steps=40)
     assert 1e-6 <= res.suggestion <= 1.0 and math.isfinite(res.suggestion)
     assert 2 <= len(res.lrs) == len(res.losses) == len(res.raw_losses) <= 40

@@ -10,7 +10,7 @@ from dnntune.engine.trainer import Trainer
 from dnntune.errors import TrainingDiverged
 from dnntune.report.tracking import fit_tracked, flatten
 from dnntune.search import tune
-from dnntune.search.runner import TRACKER_KEY
+from dnntune.search.study import TRACKER_KEY
 from dnntune.search.storage import open_storage
 from tests.conftest import tiny, write_recipe
 

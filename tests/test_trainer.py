@@ -202,7 +202,7 @@ def test_what_needs_a_validation_split_says_so_without_one(section, key):
 
 def test_the_retrain_replays_the_plateau_decisions_of_the_run_it_repeats():
     from dnntune.errors import ConfigError
-    from dnntune.search.runner import merge_train_val
+    from dnntune.search.final import merge_train_val
 
     r = validate_recipe(tiny(schedule={"name": "plateau", "patience": 1, "factor": 0.5},
                              optim={"name": "adam", "lr": 0.2}, train={"epochs": 12, "batch_size": 32}))

@@ -22,11 +22,10 @@ def _console(stderr: bool = True):
 
 
 class EpochProgress:
-    """A rich progress bar over epochs showing the live train loss and validation metric."""
+    """A trainer callback: a rich progress bar over epochs showing the live train loss and validation metric."""
 
-    def __init__(self, epochs: int, trainer, quiet: bool = False, label: str = "train"):
+    def __init__(self, epochs: int, quiet: bool = False, label: str = "train"):
         self.quiet = quiet
-        self.trainer = trainer  # its metric is known once the data is loaded
         if quiet:
             return
         from rich.progress import (
@@ -44,15 +43,15 @@ class EpochProgress:
         self.task = self.progress.add_task(label, total=epochs, status="")
         self.progress.start()
 
-    def __call__(self, epoch: int, row: dict) -> bool:
+    def on_epoch_end(self, trainer, epoch: int, row: dict) -> bool:
         if not self.quiet:
-            metric = self.trainer.metric
+            metric = trainer.metric
             val = row.get(f"val_{metric}")
             status = f"loss {row['train_loss']:.4f}" + (f"  val {metric} {val:.4f}" if val is not None else "")
-            self.progress.update(self.task, completed=epoch, status=status)
+            self.progress.update(self.task, completed=row["epoch"], status=status)
         return False
 
-    def close(self) -> None:
+    def on_fit_end(self, trainer, result) -> None:
         if not self.quiet:
             self.progress.stop()
 
@@ -83,19 +82,15 @@ def cmd_train(args) -> int:
     from .engine.trainer import Trainer
 
     recipe = load_recipe(args.recipe, args.set, args.seed)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem
+    from .engine.runfolder import prepare_out_dir
+
+    out = prepare_out_dir(Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem)
     trainer = Trainer(recipe, out_dir=out, resume=not args.fresh)
-    progress = None
     if not args.quiet and not args.json:
-        progress = EpochProgress(recipe.train.epochs, trainer)
-        trainer.add_hook(progress)
+        trainer.add_callback(EpochProgress(recipe.train.epochs))
     from .report.tracking import fit_tracked
 
-    try:
-        fit_tracked(trainer, args.tracker)
-    finally:
-        if progress is not None:
-            progress.close()
+    fit_tracked(trainer, args.tracker)
     summary = json.loads((out / "summary.json").read_text())
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -147,6 +142,9 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)  # the demo's own folder: every demo starts a fresh study
+    from .engine.runfolder import prepare_out_dir
+
+    prepare_out_dir(out)
     con = _console(stderr=False)
     experiment = complete_experiment(load_preset("mnist1d"))
     if args.timeout is not None:
@@ -159,12 +157,8 @@ def cmd_demo(args) -> int:
     con.print("training the dataset authors' reference CNN (examples/mnist1d-cnn.yaml) with the same engine")
     reference = validate_recipe(load_preset("mnist1d-cnn"), "preset mnist1d-cnn")
     trainer = Trainer(reference, out_dir=out / "reference-cnn", resume=False)
-    progress = EpochProgress(reference.train.epochs, trainer, quiet=args.quiet)
-    trainer.add_hook(progress)
-    try:
-        ref = trainer.fit()
-    finally:
-        progress.close()
+    trainer.add_callback(EpochProgress(reference.train.epochs, quiet=args.quiet))
+    ref = trainer.fit()
     table = Table(title="MNIST-1D test accuracy (4000/1000 split; test evaluated once per model)")
     table.add_column("model")
     table.add_column("test accuracy", justify="right")
@@ -229,7 +223,9 @@ def cmd_tune(args) -> int:
             raise UserError(_format_validation("search", e)) from None
         raise
     name = args.study or (Path(args.experiment).stem if args.experiment else f"{args.data}-default")
-    out = Path(args.out) if args.out else Path("runs") / name
+    from .engine.runfolder import prepare_out_dir
+
+    out = prepare_out_dir(Path(args.out) if args.out else Path("runs") / name)
     summary = tune(experiment, out, storage_url=args.storage, study_name=name, quiet=args.quiet or args.json,
                    source=source, tracker=args.tracker)
     if args.json:
@@ -262,9 +258,10 @@ def _print_tune_summary(summary: dict, out: Path) -> None:
 
 
 def cmd_worker(args) -> int:
+    from .engine.runfolder import prepare_out_dir
     from .search import worker_main
 
-    out = Path(args.out) if args.out else Path("runs") / args.study
+    out = prepare_out_dir(Path(args.out) if args.out else Path("runs") / args.study)
     worker_main(args.storage, args.study, out, args.index, args.workers, args.threads, quiet=args.quiet)
     return 0
 
@@ -273,22 +270,22 @@ def cmd_best(args) -> int:
     import optuna
 
     from .config import validate_recipe
-    from .search.runner import EXPERIMENT_KEY, Objectives, best_trial, load_study, trial_value
+    from .search.selection import best_trial, trial_value
     from .search.storage import open_storage
+    from .search.study import Objectives, load_study, stored_search
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(args.storage)
     study = load_study(storage, args.study)
-    if EXPERIMENT_KEY not in study.user_attrs:
-        raise UserError(f"--study: {args.study!r} was not created by dnntune")
-    objectives = Objectives(study.user_attrs["dnntune:objectives"], study.user_attrs["dnntune:directions"])
-    best = best_trial(study, objectives)
+    stored_search(study)  # a clear error for a study dnntune did not create
+    objectives = Objectives.of_study(study)
+    best = best_trial(study, objectives.directions)
     if best is None:
         raise UserError(f"--study: {args.study!r} has no complete trial yet")
     recipe = validate_recipe(best.user_attrs["recipe"], f"trial {best.number}")
     d = recipe.to_dict()
     d["train"]["checkpoint"] = True
-    value = trial_value(best, objectives)
+    value = trial_value(best, objectives.directions[0])
     text = (f"# best trial {best.number} of study {args.study}: val {objectives.names[0]} {value:.6g}\n"
             + validate_recipe(d).to_yaml())
     if args.out:
@@ -303,7 +300,9 @@ def cmd_lr_find(args) -> int:
     from .engine.lr_find import lr_find
 
     recipe = load_recipe(args.recipe, args.set)
-    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.recipe).stem}-lr-find"
+    from .engine.runfolder import prepare_out_dir
+
+    out = prepare_out_dir(Path(args.out) if args.out else Path("runs") / f"{Path(args.recipe).stem}-lr-find")
     bar = None
     if not (args.quiet or args.json):
         from rich.progress import Progress
@@ -331,7 +330,8 @@ def cmd_lr_find(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from .report import ablation
+    from . import ablation
+    from .report import _ablation as ablation_report
 
     spec = ablation.load_ablation(args.experiment, args.set, args.seeds, args.workers, args.baseline)
     from .report._source import run_storage
@@ -342,6 +342,9 @@ def cmd_ablate(args) -> int:
         out = Path(args.out)
     else:
         out = run_dir / "ablation" if tuned else Path("runs") / f"{Path(args.experiment).stem}-ablation"
+    from .engine.runfolder import prepare_out_dir
+
+    prepare_out_dir(out)
     bar = None
     if not (args.quiet or args.json):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -355,7 +358,7 @@ def cmd_ablate(args) -> int:
     finally:
         if bar is not None:
             bar.stop()
-    paths = ablation.write(result, out)
+    paths = ablation_report.write(result, out)
     if tuned and out.resolve() == (run_dir / "ablation").resolve():
         from .report import ReportError, write_report
 
@@ -366,7 +369,7 @@ def cmd_ablate(args) -> int:
     if args.json:
         print(paths["json"].read_text())
     elif not args.quiet:
-        ablation.print_table(result, _console(stderr=False))
+        ablation_report.print_table(result, _console(stderr=False))
         _console(stderr=False).print(f"written: {', '.join(str(p) for p in paths.values())}")
     return 0
 
@@ -384,6 +387,10 @@ def cmd_report(args) -> int:
         raise ReportError("report: give a RUN_DIR or --storage URL --study NAME, not both")
     if not args.run_dir and not args.storage:
         raise ReportError("report: give the RUN_DIR of `dnntune tune` or --storage URL --study NAME")
+    if args.out:
+        from .engine.runfolder import prepare_out_dir
+
+        prepare_out_dir(args.out)
     progress = None
     if not args.quiet and not args.json:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -549,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as e:
-        from .search.runner import StudyFailed
+        from .search.study import StudyFailed
 
         print(f"dnntune: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, StudyFailed) else EXIT_USER_ERROR

@@ -42,3 +42,34 @@ class TensorLoader:
         else:
             for i in range(0, n, bs):
                 yield self.x[i:i + bs], self.y[i:i + bs]
+
+
+# `data.in_memory: auto` keeps a split on the device when it takes at most this share of the free memory
+IN_MEMORY_SHARE = 0.5
+
+
+def free_device_memory(device: torch.device) -> int | None:
+    """Free bytes on a CUDA device (None elsewhere: CPU tensors are in memory already)."""
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def keep_on_device(setting, split, device: torch.device) -> bool:
+    """``data.in_memory``: ``true`` / ``false`` as set; ``auto`` holds the training split on the device when
+    it fits in ``IN_MEMORY_SHARE`` of the free device memory (always on the CPU, where it already is),
+    and streams batches through a DataLoader otherwise.
+
+    Example:
+        >>> from dnntune.data import Split
+        >>> keep_on_device("auto", Split(torch.zeros(10, 3), torch.zeros(10)), torch.device("cpu"))
+        True
+    """
+    if setting != "auto":
+        return bool(setting)
+    free = free_device_memory(device)
+    if free is None:
+        return True
+    need = sum(t.numel() * t.element_size() for t in (split.x, split.y))
+    return need <= IN_MEMORY_SHARE * free

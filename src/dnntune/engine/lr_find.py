@@ -14,29 +14,26 @@ loss, divided by 10 (clamped to ``[min_lr, max_lr]``). The steepest-descent poin
 rule; on a 100-point curve its finite-difference slope is noisy, while the minimum is stable and sits
 where training starts to become unstable, an order of magnitude above a good peak rate.
 
-**Why a loop of its own and not a Trainer hook.** The Trainer's hooks run once per epoch (the hot loop
-has no per-step callback, and should not pay for one in every run); the range test needs the loss of
-every step and must stop in the middle of an epoch. So this module runs the bare optimizer step
-(forward, loss + L1, backward, clip, step), and takes everything else from the Trainer's own set-up
-(``Trainer._setup``: ``build_model``, ``build_optimizer``, ``build_loss``, ``build_augmenter`` and the
-``TensorLoader`` of ``load_data``'s training split), so the test sees the same model, optimizer, loss,
-augmentation, batch size and seed as the training run would. The validation and test splits are never
-touched, and the model is discarded.
+**A callback over the one training loop** (fastai's ``LRFinder``): :class:`LRRangeTest` sets every
+parameter group's learning rate in ``after_backward`` (each group keeps its ratio to ``optim.lr``), records
+the step's loss and raises :class:`~dnntune.engine.callbacks.StopFit` when the test is done; ``lr_find``
+drives ``Trainer.train_epoch`` until then. So the test sees the same model, optimizer, loss (with L1),
+clipping, augmentation, batch size and seed as the training run would. The validation and test splits
+are never touched, and the model is discarded.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from ..config import Recipe
 from ..data import Data
 from ..errors import ConfigError
+from .callbacks import Callback, StopFit
 
 DIVERGE_FACTOR = 4.0
 RULE = "lr at the minimum of the smoothed loss / 10"
@@ -112,6 +109,43 @@ def suggest(lrs: list[float], losses: list[float], min_lr: float, max_lr: float)
     return min(max(at_min / 10, min_lr), max_lr), at_min
 
 
+class LRRangeTest(Callback):
+    """The range test as a trainer callback: exponential lr per step, smoothed loss, stop when done."""
+
+    def __init__(self, min_lr: float, max_lr: float, steps: int, beta: float, base_lr: float,
+                 on_step: Callable[[int, float, float], None] | None = None):
+        self.min_lr, self.ratio, self.steps, self.beta = min_lr, max_lr / min_lr, steps, beta
+        self.base_lr, self.on_step = base_lr, on_step
+        self.lrs: list[float] = []
+        self.smoothed: list[float] = []
+        self.raw: list[float] = []
+        self.avg, self.best = 0.0, math.inf
+        self.stopped = "completed"
+
+    def after_backward(self, trainer, step: int) -> None:
+        i = len(self.lrs)
+        lr = self.min_lr * self.ratio ** (i / (self.steps - 1))
+        value = float(trainer.loss.detach())  # the loss at the lr of the previous step
+        if not math.isfinite(value):
+            self.stopped = "nan"
+            raise StopFit("nan")
+        for g in trainer.optimizer.param_groups:  # this step runs at lr
+            g["lr"] = lr * g["base_lr"] / self.base_lr
+        self.avg = self.beta * self.avg + (1 - self.beta) * value
+        s = self.avg / (1 - self.beta ** (i + 1))
+        self.lrs.append(lr)
+        self.raw.append(value)
+        self.smoothed.append(s)
+        if self.on_step is not None:
+            self.on_step(i + 1, lr, s)
+        self.best = min(self.best, s)
+        if s > DIVERGE_FACTOR * self.best:
+            self.stopped = "diverged"
+            raise StopFit("diverged")
+        if i + 1 >= self.steps:
+            raise StopFit("completed")
+
+
 def lr_find(recipe: Recipe, data: Data | None = None, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int = 100,
             smoothing: float | None = None, on_step: Callable[[int, float, float], None] | None = None
             ) -> LRFindResult:
@@ -130,68 +164,22 @@ def lr_find(recipe: Recipe, data: Data | None = None, min_lr: float = 1e-7, max_
         raise ConfigError(f"lr-find: need 0 < --min-lr < --max-lr, got {min_lr:g} and {max_lr:g}")
     if steps < 5:
         raise ConfigError(f"lr-find: --steps must be at least 5, got {steps}")
-    trainer = Trainer(recipe, data, evaluate_test=False)
-    trainer._setup()  # the same builders, data, device and seed as a training run
-    model, opt, loss_fn = trainer.model, trainer.optimizer, trainer.loss_fn
-    l1, clip = recipe.train.l1, recipe.train.grad_clip
+    beta = smoothing_for(steps) if smoothing is None else smoothing
+    test = LRRangeTest(min_lr, max_lr, steps, beta, recipe.optim.lr, on_step)
+    trainer = Trainer(recipe, data, evaluate_test=False, callbacks=[test])
+    trainer.setup()  # the same builders, data, device and seed as a training run
     if len(trainer.data.train) < 2:
         raise ConfigError(f"lr-find: {trainer.data.name} has fewer than 2 training samples")
-    beta = smoothing_for(steps) if smoothing is None else smoothing
-    ratio = max_lr / min_lr
-    lrs, smoothed, raw = [], [], []
-    avg, best = 0.0, math.inf
-    stopped = "completed"
-    model.train()
-    step = 0
-    while step < steps and stopped == "completed":
-        for xb, yb in trainer._loader():
-            if step >= steps:
-                break
-            if xb.device != trainer.device:
-                xb, yb = xb.to(trainer.device), yb.to(trainer.device)
-            lr = min_lr * ratio ** (step / (steps - 1))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            if trainer.augment is not None:
-                xb, yb = trainer.augment(xb, yb)
-            with torch.autocast("cuda", enabled=trainer.amp):
-                loss = loss_fn(model(xb), yb)
-            if l1 > 0:
-                loss = loss + l1 * sum(p.abs().sum() for p in trainer.l1_params)
-            opt.zero_grad(set_to_none=True)
-            if trainer.scaler is not None:
-                trainer.scaler.scale(loss).backward()
-                if clip:
-                    trainer.scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(model.parameters(), clip)
-                trainer.scaler.step(opt)
-                trainer.scaler.update()
-            else:
-                loss.backward()
-                if clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), clip)
-                opt.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                stopped = "nan"
-                break
-            avg = beta * avg + (1 - beta) * value
-            s = avg / (1 - beta ** (step + 1))
-            lrs.append(lr)
-            raw.append(value)
-            smoothed.append(s)
-            step += 1
-            if on_step is not None:
-                on_step(step, lr, s)
-            best = min(best, s)
-            if s > DIVERGE_FACTOR * best:
-                stopped = "diverged"
-                break
-    if not lrs:
+    try:
+        for epoch in itertools.count():
+            trainer.train_epoch(epoch)
+    except StopFit:
+        pass
+    if not test.lrs:
         raise ConfigError(f"lr-find: the loss was already NaN/inf at --min-lr {min_lr:g}; lower it")
-    suggestion, at_min = suggest(lrs, smoothed, min_lr, max_lr)
-    return LRFindResult(lrs=lrs, losses=smoothed, raw_losses=raw, suggestion=suggestion, min_loss_lr=at_min,
-                        stopped=stopped, min_lr=min_lr, max_lr=max_lr, steps=steps, batch_size=trainer.batch_size,
-                        smoothing=beta,
+    suggestion, at_min = suggest(test.lrs, test.smoothed, min_lr, max_lr)
+    return LRFindResult(lrs=test.lrs, losses=test.smoothed, raw_losses=test.raw, suggestion=suggestion,
+                        min_loss_lr=at_min, stopped=test.stopped, min_lr=min_lr, max_lr=max_lr, steps=steps,
+                        batch_size=trainer.state.batch_size, smoothing=beta,
                         info={"optimizer": recipe.optim.name, "model": recipe.model.family, "data": trainer.data.name,
                               "train_samples": len(trainer.data.train), "seed": recipe.seed})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from pydantic import Field, model_validator
 from torch import nn
@@ -107,30 +109,73 @@ def adadelta(knobs: AdadeltaKnobs):
     return torch.optim.Adadelta, {"rho": knobs.rho, "eps": knobs.eps}
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
-    """Split parameters into decayed (weights of rank ≥ 2) and undecayed (biases, norm weights)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        (decay if (p.ndim >= 2 or decay_norm_and_bias) else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+ParamGroupFn = Callable[[nn.Module], list[dict]]
 
 
-def build_optimizer(section, model: nn.Module) -> torch.optim.Optimizer:
-    """The torch.optim optimizer of a validated ``optim:`` section."""
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """Parameter names a model declares exempt from weight decay and L1 (timm's ``no_weight_decay()``):
+    positional embeddings, class tokens. A name ``pos`` also covers ``block.pos`` of a submodule."""
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        declared = getattr(module, "no_weight_decay", None)
+        if callable(declared):
+            names |= {f"{prefix}.{n}" if prefix else n for n in declared()}
+    return names
+
+
+def _decayed(name: str, p: torch.Tensor, exempt: set[str], decay_norm_and_bias: bool) -> bool:
+    return name not in exempt and (p.ndim >= 2 or decay_norm_and_bias)
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool,
+                 groups: list[dict] | None = None) -> list[dict]:
+    """Optimizer parameter groups: each group of ``groups`` (default: one group of every parameter) split
+    into decayed (weights of rank ≥ 2) and undecayed (biases, norm weights, the model's ``no_weight_decay()``).
+
+    A group may set ``lr`` (its own base learning rate) or ``lr_scale`` (a multiple of ``optim.lr``),
+    and ``weight_decay``; frozen parameters (``requires_grad`` False) are left out."""
+    exempt = no_weight_decay_names(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = []
+    for group in groups or [{"params": list(model.parameters())}]:
+        extra = {k: v for k, v in group.items() if k != "params"}
+        wd = extra.pop("weight_decay", weight_decay)
+        decay, no_decay = [], []
+        for p in group["params"]:
+            if p.requires_grad:
+                (decay if _decayed(names.get(id(p), ""), p, exempt, decay_norm_and_bias) else no_decay).append(p)
+        out += [{"params": ps, "weight_decay": w, **extra} for ps, w in ((decay, wd), (no_decay, 0.0)) if ps]
+    return out
+
+
+def build_optimizer(section, model: nn.Module, param_group_fn: ParamGroupFn | None = None) -> torch.optim.Optimizer:
+    """The torch.optim optimizer of a validated ``optim:`` section.
+
+    ``param_group_fn(model)`` returns the groups to optimize (layer-wise learning rates, a backbone/head
+    split); each group keeps its own base learning rate ``base_lr`` (``lr``, or ``lr_scale`` × ``optim.lr``)
+    that the schedule's factor multiplies at every step.
+
+    Example:
+        >>> from dnntune.config import OptimSection
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2))
+        >>> head = lambda m: [{"params": m[0].parameters(), "lr_scale": 0.1}, {"params": m[1].parameters()}]
+        >>> opt = build_optimizer(OptimSection(name="sgd", lr=0.5, knobs=OPTIMIZERS.get("sgd").knobs()), model, head)
+        >>> [g["base_lr"] for g in opt.param_groups]
+        [0.05, 0.05, 0.5, 0.5]
+    """
     entry = OPTIMIZERS.get(section.name, "optim.name")
     cls, kwargs = entry.builder(section.knobs)
-    groups = param_groups(model, section.weight_decay, section.decay_norm_and_bias)
-    opt = cls(groups, lr=section.lr, **kwargs)
-    for g in opt.param_groups:
-        g["base_lr"] = section.lr
-    return opt
+    requested = [dict(g, params=list(g["params"])) for g in param_group_fn(model)] if param_group_fn else None
+    groups = param_groups(model, section.weight_decay, section.decay_norm_and_bias, requested)
+    for g in groups:
+        g["base_lr"] = g.pop("lr", section.lr * g.pop("lr_scale", 1.0))
+        g.pop("lr_scale", None)
+        g["lr"] = g["base_lr"]
+    return cls(groups, lr=section.lr, **kwargs)
 
 
 def weight_penalty_params(model: nn.Module) -> list[torch.Tensor]:
-    """Parameters the L1 penalty applies to: weights of rank ≥ 2 (not biases or norms)."""
-    return [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    """Parameters the L1 penalty applies to: weights of rank ≥ 2, not biases, norms or the model's
+    ``no_weight_decay()`` parameters."""
+    exempt = no_weight_decay_names(model)
+    return [p for n, p in model.named_parameters() if p.requires_grad and _decayed(n, p, exempt, False)]

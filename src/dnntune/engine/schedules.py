@@ -1,4 +1,6 @@
-"""Learning-rate schedules as pure functions of the step: ``lr_at(step)`` = base lr × factor.
+"""Learning-rate schedules as pure functions of the step: ``factor_at(step)`` multiplies the base learning
+rate of every optimizer parameter group (``lr_at(step)`` = ``optim.lr`` × factor), so groups with their own
+base rates (discriminative learning rates, a frozen backbone at 0) keep their ratios at every step.
 
 Every schedule has optional linear warmup (``warmup_epochs``) from ``warmup_start_factor`` to 1;
 the main schedule then runs over the remaining steps. ``plateau`` additionally reacts to the

@@ -135,6 +135,10 @@ class Transformer(nn.Module):
         self.norm = nn.LayerNorm(k.d_model)  # pre-norm layers leave the residual stream unnormalized
         self.head = nn.Linear(k.d_model, out)
 
+    def no_weight_decay(self) -> set[str]:
+        """Learned positions and the class token: no weight decay or L1 (they are embeddings, not weights)."""
+        return {"pos"} | ({"cls"} if self.cls is not None else set())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seq = as_sequence(x)
         if self.pad:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 
+from ..config import SearchSection
 from . import _html as h
 from ._source import ReportError
 from ._view import FAIL_REASON, StudyView
@@ -88,11 +89,13 @@ class _Builder:
         if exp:
             data = (exp.get("data") or {}).get("name")
             rows.append(("data", h.esc(data)))
-            rows.append(("search", h.esc(f"sampler {search.get('sampler', 'tpe')}, pruner "
-                                         f"{'none' if v.multi else search.get('pruner', 'asha')}")))
+            section = SearchSection(**search)
+            rows.append(("search", h.esc(f"sampler {section.sampler}, pruner {'none' if v.multi else section.pruner}")))
         if v.best is not None:
-            vals = ", ".join(f"{n} {_fmt(x)}" for n, x in zip(v.names, v.best.values))
-            rows.append(("best trial", f"{v.best.number}: val {vals}"))
+            values = v.best.values or [v.value(v.best)]
+            vals = ", ".join(f"{n} {_fmt(x)}" for n, x in zip(v.names, values))
+            pruned = "" if v.best.values else " (pruned: no trial completed; its best reported value)"
+            rows.append(("best trial", f"{v.best.number}: val {vals}{pruned}"))
         epochs = sum(int(t.user_attrs.get("epochs", 0) or 0) for t in v.trials)
         if epochs:
             rows.append(("epochs trained", f"{epochs} over all trials"))
@@ -224,7 +227,7 @@ class _Builder:
         except (OSError, ValueError, KeyError) as e:
             self.report.missing["ablation"] = f"{found} is unreadable: {e}"
             return h.missing(f"{found} is unreadable: {e}")
-        from .ablation import PERCENT_METRICS, metric_format
+        from ._ablation import PERCENT_METRICS, metric_format
 
         pct = data.get("metric") in PERCENT_METRICS
         f = metric_format(data.get("metric", ""))

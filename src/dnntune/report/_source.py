@@ -41,7 +41,7 @@ def _open(url: str):
 
 def _load(storage, url: str, name: str | None) -> optuna.Study:
     from ..search import storage as st
-    from ..search.runner import load_study
+    from ..search.study import load_study
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if name is None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..search.selection import best_trial, top_trials, trial_value
+
 FAIL_REASON = "fail_reason"
 OWNER_KEY = "dnntune:owner"
 
@@ -53,8 +55,8 @@ class StudyView:
 
     @cached_property
     def ranked(self) -> list[FrozenTrial]:
-        """Complete trials, best first on the first objective."""
-        return sorted(self.complete, key=lambda t: (-self.sign() * t.values[0], t.number))
+        """Complete trials, best first on the first objective (the study's own selection rule)."""
+        return top_trials(self.complete, self.directions[:1])
 
     @cached_property
     def pareto(self) -> list[FrozenTrial]:
@@ -64,9 +66,13 @@ class StudyView:
 
     @cached_property
     def best(self) -> FrozenTrial | None:
-        """The best complete trial (several objectives: best on the first among the Pareto front)."""
-        pool = self.pareto or self.ranked
-        return max(pool, key=lambda t: self.sign() * t.values[0]) if pool else None
+        """The study's best trial, chosen as the run chose it (:mod:`dnntune.search.selection`), so the report
+        names the trial whose recipe was retrained; a pruned one when no trial completed."""
+        return best_trial(self.trials, self.directions)
+
+    def value(self, trial: FrozenTrial) -> float:
+        """A trial's value on the first objective (a pruned trial: its best reported value)."""
+        return trial_value(trial, self.directions[0])
 
     @cached_property
     def params(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""Experiment tracking: per-epoch scalars of a run, as a Trainer hook plus a close step.
+"""Experiment tracking: per-epoch scalars of a run, as a trainer callback.
 
 Every run folder already holds ``curves.jsonl`` (written by the Trainer, one line per epoch), so
 ``jsonl`` and ``none`` add nothing; ``tensorboard`` also writes TensorBoard event files into the
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..engine.callbacks import Callback
 from ..errors import ConfigError
 
 TRACKERS = ("jsonl", "tensorboard", "none")
@@ -41,8 +42,9 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-class TensorBoardTracker:
-    """Writes each epoch's row as scalars and, on close, an hparams summary (recipe → final metrics).
+class TensorBoardTracker(Callback):
+    """A trainer callback: each epoch's row as scalars and, at the end of the fit, an hparams summary
+    (recipe → final metrics); the event file is closed even when the fit fails.
 
     Example:
         >>> from dnntune.config import validate_recipe
@@ -59,15 +61,15 @@ class TensorBoardTracker:
         self.writer = SummaryWriter(log_dir=str(log_dir))
         self.recipe_dict = recipe_dict
 
-    def __call__(self, epoch: int, row: dict) -> bool:
+    def on_epoch_end(self, trainer, epoch: int, row: dict) -> bool:
         for key, value in row.items():
             if key == "epoch" or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
             tag = _TAGS.get(key) or (f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}")
-            self.writer.add_scalar(tag, float(value), epoch)
+            self.writer.add_scalar(tag, float(value), row["epoch"])
         return False
 
-    def close(self, result=None) -> None:
+    def on_fit_end(self, trainer, result) -> None:
         """Write the hparams summary (when the run produced metrics) and flush the event file."""
         try:
             if result is not None:
@@ -94,22 +96,17 @@ class TensorBoardTracker:
 
 
 def make_tracker(name: str, trainer) -> TensorBoardTracker | None:
-    """Attach the tracker ``name`` to ``trainer`` as an epoch hook; None when it needs no hook."""
+    """Attach the tracker ``name`` to ``trainer`` as a callback; None when it needs none (``jsonl``: the
+    trainer's own curves.jsonl; ``none``)."""
     check_tracker(name)
     if name != "tensorboard" or trainer.out_dir is None:
         return None
     tracker = TensorBoardTracker(trainer.out_dir, trainer.recipe.to_dict())
-    trainer.add_hook(tracker)
+    trainer.add_callback(tracker)
     return tracker
 
 
 def fit_tracked(trainer, tracker: str | None = "jsonl"):
-    """``trainer.fit()`` with the tracker ``tracker`` attached; its files are closed even on failure."""
-    hook = make_tracker(tracker or "jsonl", trainer)
-    result = None
-    try:
-        result = trainer.fit()
-        return result
-    finally:
-        if hook is not None:
-            hook.close(result)
+    """``trainer.fit()`` with the tracker ``tracker`` attached."""
+    make_tracker(tracker or "jsonl", trainer)
+    return trainer.fit()

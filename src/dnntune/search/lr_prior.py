@@ -47,7 +47,7 @@ def apply_lr_prior(experiment: dict, previous: dict | None = None, quiet: bool =
     ``previous`` is the record of an earlier run of the same study: when its original ``optim`` section
     equals this experiment's, its narrowed section is reused (no new range test).
     """
-    from .runner import _DataCache
+    from .objective import DataCache
 
     optim = experiment.get("optim")
     if not isinstance(optim, dict):
@@ -61,7 +61,7 @@ def apply_lr_prior(experiment: dict, previous: dict | None = None, quiet: bool =
     options = name["choice"] if is_dimension(name) and "choice" in name else None
     new = copy.deepcopy(optim)
     tests = []
-    cache = _DataCache()
+    cache = DataCache()
     targets: list[tuple[int | None, str, str]] = []  # (option index, optimizer, parameter path)
     if options is None:
         if is_dimension(optim.get("lr")):

@@ -90,13 +90,15 @@ def _env_int(name: str, default: int) -> int:
 
 def open_storage(url: str | None, run_dir: Path | None = None) -> BaseStorage:
     """Open a study storage: ``None`` → ``RUN_DIR/study.journal``; a path → that journal file;
-    ``postgresql://...``, ``sqlite:///...``, ``mysql://...`` → Optuna's RDB storage with heartbeats."""
+    ``postgresql://...``, ``sqlite:///...``, ``mysql://...`` → Optuna's RDB storage with heartbeats
+    (a plain ``postgresql://`` uses psycopg 3, else psycopg2, whichever is installed)."""
     if url is None:
         if run_dir is None:
             raise ConfigError("--storage: give a storage URL or a run folder")
         run_dir.mkdir(parents=True, exist_ok=True)
         return HeartbeatJournalStorage(run_dir / JOURNAL_NAME)
     if "://" in url:
+        url = _postgresql_driver(url)
         try:
             return RDBStorage(url, heartbeat_interval=_env_int("DNNTUNE_HEARTBEAT", HEARTBEAT_INTERVAL),
                               grace_period=_env_int("DNNTUNE_GRACE", GRACE_PERIOD),
@@ -109,6 +111,32 @@ def open_storage(url: str | None, run_dir: Path | None = None) -> BaseStorage:
         path = path / JOURNAL_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     return HeartbeatJournalStorage(path)
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def _postgresql_driver(url: str) -> str:
+    """A plain ``postgresql://`` URL with the driver that is installed.
+
+    SQLAlchemy 2.1 maps a plain ``postgresql://`` to psycopg 3 (``dnntune[postgres]`` installs it);
+    with only psycopg2 installed the URL becomes ``postgresql+psycopg2://``. A URL that names its
+    driver (``postgresql+psycopg2://...``) is used as given.
+    """
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() != "postgresql":
+        return url
+    if _importable("psycopg"):
+        return url
+    if _importable("psycopg2"):
+        return f"postgresql+psycopg2://{rest}"
+    raise ConfigError(f"--storage: {url!r} needs a PostgreSQL driver and none is installed (psycopg or psycopg2); "
+                      "pip install 'dnntune[postgres]'")
 
 
 def describe(storage: BaseStorage) -> str:

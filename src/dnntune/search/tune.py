@@ -19,29 +19,28 @@ from ..data import load_data
 from ..engine import checkpoint as ckpt
 from ..errors import ConfigError
 from . import storage as st
-from .runner import (
+from .final import final_model, study_summary
+from .interrupt import INTERRUPTED, catching_ctrl_c, check_ctrl_c
+from .objective import fold_of
+from .selection import best_trial, trial_value
+from .space import validate_experiment
+from .study import (
     DEADLINE_KEY,
+    DIRECTIONS_KEY,
+    EPOCH_BUDGET_KEY,
     EXPERIMENT_KEY,
     FAIL_REASON,
-    INTERRUPTED,
+    N_TRIALS_KEY,
+    OBJECTIVES_KEY,
     REQUEUED_KEY,
     STOP_KEY,
     TRACKER_KEY,
     Objectives,
     StudyFailed,
-    WorkerConfig,
-    best_trial,
     budget_left,
-    catch_ctrl_c,
-    check_ctrl_c,
     counts,
-    final_model,
-    fold_of,
-    run_worker,
-    study_summary,
-    trial_value,
 )
-from .space import validate_experiment
+from .worker import WorkerConfig, run_worker
 
 # search settings that may change when a study is continued (budgets, parallelism)
 _RUNTIME_KEYS = ("n_trials", "timeout", "epoch_budget", "workers", "final", "max_consecutive_failures")
@@ -89,7 +88,7 @@ class LiveView:
 
         trials = study.get_trials(deepcopy=False)
         c = counts(study)
-        best = best_trial(study, self.objectives)
+        best = best_trial(study, self.objectives.directions)
         elapsed = time.time() - self.t0
         done = c["complete"] + c["pruned"] + c["fail"]
         eta = "?"
@@ -105,7 +104,8 @@ class LiveView:
         table = Table(title=f"study {self.title}", show_header=True, expand=False)
         for col in ("trials", "complete", "pruned", "failed", "running", f"best {metric}", "elapsed", "ETA"):
             table.add_column(col, justify="right")
-        best_s = "-" if best is None else f"{trial_value(best, self.objectives):.4f} (trial {best.number})"
+        value = None if best is None else trial_value(best, self.objectives.directions[0])
+        best_s = "-" if best is None else f"{value:.4f} (trial {best.number})"
         budget = f"/{self.n_trials}" if self.n_trials else ""
         table.add_row(f"{done}{budget}", str(c["complete"]), str(c["pruned"]), str(c["fail"]), str(c["running"]),
                       best_s, f"{elapsed:.0f} s", eta)
@@ -174,20 +174,38 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
     report is written to ``out_dir/report`` at the end (a failing report only warns)."""
     t0 = time.time()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search = SearchSection(**(experiment.get("search") or {}))
+    search = SearchSection(**(experiment.get("search") or {}))  # parsed once; travels as this object
     sample = validate_experiment(experiment, source)
     data = load_data(sample.data, sample.seed, fold_of(search.folds, 0))  # a bad data section fails here, once
     if len(data.val) == 0:
         raise ConfigError("data.val_fraction: 0 leaves no validation split to tune on; set it > 0 or use "
                           "search.folds: k (cross-validation)")
-    objectives = Objectives.from_experiment(experiment, data.task)
+    objectives = Objectives.from_experiment(experiment, search, data.task)
     study_name = study_name or "study"
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = st.open_storage(storage_url, out_dir)
     storage_desc = storage_url or str(out_dir / st.JOURNAL_NAME)
-    directions = objectives.directions
+    study, lr_prior = _open_study(experiment, search, objectives, storage, study_name, storage_desc, tracker, quiet)
+    deadline = None if search.timeout is None else t0 + search.timeout
+    study.set_user_attr(DEADLINE_KEY, deadline)
+    optuna.storages.fail_stale_trials(study)  # trials of a killed run are re-queued now
+    _requeue_interrupted(study)
+    cfg = WorkerConfig(storage_url=storage_desc, study_name=study_name, out_dir=out_dir, workers=search.workers,
+                       n_trials=search.n_trials, epoch_budget=search.epoch_budget, deadline=deadline)
+    view = LiveView(study_name, objectives, search.n_trials, deadline, search.workers, quiet)
     try:
-        study = optuna.create_study(study_name=study_name, storage=storage, directions=directions,
+        with catching_ctrl_c():
+            _run_workers(study, storage, cfg, search.workers, view)
+    finally:
+        view.close(study)
+    return _finish(study, objectives, search, out_dir, storage_desc, tracker, quiet, t0, lr_prior)
+
+
+def _open_study(experiment: dict, search: SearchSection, objectives: Objectives, storage, study_name: str,
+                storage_desc: str, tracker: str, quiet: bool):
+    """Create or continue the study; refuse one created from a different experiment. Returns (study, lr_prior)."""
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage, directions=objectives.directions,
                                     load_if_exists=True)
     except ValueError as e:
         raise ConfigError(f"--study: {study_name!r} exists with other objectives ({e})") from None
@@ -200,55 +218,54 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
     if stored is not None and _identity(stored) != _identity(experiment):
         raise ConfigError(f"--study: {study_name!r} in {storage_desc} was created from a different experiment "
                           f"(search space or settings changed); continue it with the same file or use --study NEW")
-    for key, value in ((EXPERIMENT_KEY, experiment), ("dnntune:objectives", objectives.names),
-                       ("dnntune:directions", objectives.directions), ("dnntune:n_trials", search.n_trials),
-                       ("dnntune:epoch_budget", search.epoch_budget), (TRACKER_KEY, tracker)):
+    for key, value in ((EXPERIMENT_KEY, experiment), (OBJECTIVES_KEY, objectives.names),
+                       (DIRECTIONS_KEY, objectives.directions), (N_TRIALS_KEY, search.n_trials),
+                       (EPOCH_BUDGET_KEY, search.epoch_budget), (TRACKER_KEY, tracker)):
         study.set_user_attr(key, value)
     if lr_prior is not None:
+        from .lr_prior import LR_PRIOR_KEY
+
         study.set_user_attr(LR_PRIOR_KEY, lr_prior)
     if study.user_attrs.get(STOP_KEY):
         study.set_user_attr(STOP_KEY, None)
-    deadline = None if search.timeout is None else t0 + search.timeout
-    study.set_user_attr(DEADLINE_KEY, deadline)
-    optuna.storages.fail_stale_trials(study)  # trials of a killed run are re-queued now
-    _requeue_interrupted(study)
-    cfg = WorkerConfig(storage_url=storage_desc, study_name=study_name, out_dir=out_dir, workers=search.workers,
-                       n_trials=search.n_trials, epoch_budget=search.epoch_budget, deadline=deadline)
-    view = LiveView(study_name, objectives, search.n_trials, deadline, search.workers, quiet)
-    try:
-        catch_ctrl_c()
-        while True:
-            check_ctrl_c()
-            if search.workers == 1:
-                run_worker(cfg, storage, on_trial=lambda s, t: view.update(s, force=True),
-                           on_epoch=lambda n, e, row: (view.epoch(n, e, row), view.update(study)))
-            else:
-                _wait_workers(_spawn_workers(cfg, search.workers, storage_desc), study, view)
-            optuna.storages.fail_stale_trials(study)
-            c = counts(study)
-            if study.user_attrs.get(STOP_KEY):
-                break
-            if c["waiting"] and budget_left(study, cfg.n_trials, cfg.epoch_budget, cfg.deadline):
-                continue
-            if c["running"] and (deadline is None or time.time() < deadline):
-                # trials of other workers (or of a dead one, until its heartbeat goes stale)
-                view.current = f"waiting for {c['running']} running trial(s) of other workers"
-                view.update(study, force=True)
-                time.sleep(2.0)
-                continue
-            break
+    return study, lr_prior
+
+
+def _run_workers(study: optuna.Study, storage, cfg: WorkerConfig, workers: int, view: LiveView) -> None:
+    """Run workers until the budget is used, waiting for trials that other workers still run."""
+    while True:
         check_ctrl_c()
-    except KeyboardInterrupt:
-        view.close(study)
-        raise
-    view.close(study)
+        if workers == 1:
+            run_worker(cfg, storage, on_trial=lambda s, t: view.update(s, force=True),
+                       on_epoch=lambda n, e, row: (view.epoch(n, e, row), view.update(study)))
+        else:
+            _wait_workers(_spawn_workers(cfg, workers, cfg.storage_url), study, view)
+        optuna.storages.fail_stale_trials(study)
+        c = counts(study)
+        if study.user_attrs.get(STOP_KEY):
+            break
+        if c["waiting"] and budget_left(study, cfg.n_trials, cfg.epoch_budget, cfg.deadline):
+            continue
+        if c["running"] and (cfg.deadline is None or time.time() < cfg.deadline):
+            # trials of other workers (or of a dead one, until its heartbeat goes stale)
+            view.current = f"waiting for {c['running']} running trial(s) of other workers"
+            view.update(study, force=True)
+            time.sleep(2.0)
+            continue
+        break
+    check_ctrl_c()
+
+
+def _finish(study: optuna.Study, objectives: Objectives, search: SearchSection, out_dir: Path, storage_desc: str,
+            tracker: str, quiet: bool, t0: float, lr_prior: dict | None) -> dict:
+    """The final model, the summary and the report (the summary is saved before the report is drawn)."""
     stop = study.user_attrs.get(STOP_KEY)
     final = None
     if not stop:
         if not quiet:
             print("retraining the best recipe" + (" on train+val" if search.final == "retrain" else "") +
                   " and evaluating it once on the test split", file=sys.stderr)
-        final = final_model(study, objectives, out_dir, search.final, tracker=tracker)
+        final = final_model(study, objectives, search, out_dir, tracker=tracker)
     summary = study_summary(study, objectives, final, time.time() - t0, storage_desc)
     if lr_prior is not None:
         summary["lr_prior"] = lr_prior["tests"]
@@ -263,7 +280,7 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
         raise StudyFailed(f"study stopped: {stop}. Completed trials are kept in {storage_desc}.")
     if final is None:
         where = (f"in the report's failure table ({report})" if report is not None else
-                 f"with `optuna trials --study-name {study_name} --storage {storage_desc}`")
+                 f"with `optuna trials --study-name {study.study_name} --storage {storage_desc}`")
         raise StudyFailed(f"no trial completed (trials: {summary['trials']}); see the trials' fail_reason {where}")
     return summary
 
