@@ -91,7 +91,7 @@ def _env_int(name: str, default: int) -> int:
 def open_storage(url: str | None, run_dir: Path | None = None) -> BaseStorage:
     """Open a study storage: ``None`` → ``RUN_DIR/study.journal``; a path → that journal file;
     ``postgresql://...``, ``sqlite:///...``, ``mysql://...`` → Optuna's RDB storage with heartbeats
-    (a plain ``postgresql://`` uses psycopg 3, else psycopg2, whichever is installed)."""
+    (a plain ``postgresql://`` uses psycopg 3 if installed, else psycopg2)."""
     if url is None:
         if run_dir is None:
             raise ConfigError("--storage: give a storage URL or a run folder")
@@ -122,21 +122,21 @@ def _importable(module: str) -> bool:
 
 
 def _postgresql_driver(url: str) -> str:
-    """A plain ``postgresql://`` URL with the driver that is installed.
+    """A plain ``postgresql://`` URL made explicit with the driver that is installed.
 
-    SQLAlchemy 2.1 maps a plain ``postgresql://`` to psycopg 3 (``dnntune[postgres]`` installs it);
-    with only psycopg2 installed the URL becomes ``postgresql+psycopg2://``. A URL that names its
-    driver (``postgresql+psycopg2://...``) is used as given.
+    SQLAlchemy 2.1 maps a plain ``postgresql://`` to psycopg 3 (2.0 mapped it to psycopg2);
+    ``dnntune[postgres]`` installs both. The URL becomes ``postgresql+psycopg://`` with psycopg 3,
+    else ``postgresql+psycopg2://`` with psycopg2, whatever the SQLAlchemy version. A URL that names
+    its driver (``postgresql+psycopg2://...``) is used as given.
     """
-    scheme, sep, rest = url.partition("://")
+    scheme, _, rest = url.partition("://")
     if scheme.lower() != "postgresql":
         return url
-    if _importable("psycopg"):
-        return url
-    if _importable("psycopg2"):
-        return f"postgresql+psycopg2://{rest}"
-    raise ConfigError(f"--storage: {url!r} needs a PostgreSQL driver and none is installed (psycopg or psycopg2); "
-                      "pip install 'dnntune[postgres]'")
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if _importable(module):
+            return f"postgresql+{driver}://{rest}"
+    raise ConfigError(f"--storage: {url!r} needs a PostgreSQL driver (psycopg or psycopg2) and neither is "
+                      "installed; pip install 'dnntune[postgres]'")
 
 
 def describe(storage: BaseStorage) -> str:
