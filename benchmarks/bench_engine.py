@@ -131,37 +131,33 @@ class TimedTrainer(Trainer):
         self.t[part][0] += c.wall
         self.t[part][1] += c.cpu
 
-    def _setup(self):
+    def setup(self):
         with Clock() as c:
-            super()._setup()
+            super().setup()
         self.add("setup", c)
 
-    def _train_epoch(self, epoch):
+    def train_epoch(self, epoch):
         with Clock() as c:
-            out = super()._train_epoch(epoch)
+            out = super().train_epoch(epoch)
         self.add("train loop", c)
         self._val_next = True
         return out
 
-    def _evaluate(self, split, confusion=False):
+    def evaluate(self, split, confusion=False):
         # the first evaluation after an epoch is its validation; the ones after the loop are the final ones
         self.phase = "per-epoch validation" if self._val_next else "final eval"
         self._val_next = False
         with Clock() as c:
-            out = super()._evaluate(split, confusion)
+            out = super().evaluate(split, confusion)
         self.add(self.phase, c)
         return out
-
-    def _write(self, result):
-        with Clock() as c:
-            super()._write(result)
-        self.add("run folder", c)
 
 
 @contextlib.contextmanager
 def _timed_internals(tr: TimedTrainer):
-    """Clock compute_metrics and save_checkpoint inside the trainer; the originals are restored afterwards."""
+    """Clock compute_metrics, save_checkpoint and write_run_files inside the trainer (restored afterwards)."""
     orig_metrics, orig_save = trainer_mod.compute_metrics, ckpt_mod.save_checkpoint
+    orig_write = ckpt_mod.write_run_files
 
     def metrics(*a, **kw):
         with Clock() as c:
@@ -175,11 +171,18 @@ def _timed_internals(tr: TimedTrainer):
         tr.add("checkpoint", c)
         return out
 
-    trainer_mod.compute_metrics, ckpt_mod.save_checkpoint = metrics, save
+    def write(*a, **kw):
+        with Clock() as c:
+            out = orig_write(*a, **kw)
+        tr.add("run folder", c)
+        return out
+
+    trainer_mod.compute_metrics, ckpt_mod.save_checkpoint, ckpt_mod.write_run_files = metrics, save, write
     try:
         yield
     finally:
         trainer_mod.compute_metrics, ckpt_mod.save_checkpoint = orig_metrics, orig_save
+        ckpt_mod.write_run_files = orig_write
 
 
 def same_work_check(recipe, data) -> float:
@@ -286,7 +289,7 @@ def engine_vs_plain(quick: bool) -> str:
         "*Samples/s* counts training samples over the whole call, on wall time. *wall* is engine/plain "
         "throughput on wall time, with the range of the per-round paired ratios in brackets. *CPU* is the "
         "same ratio on process CPU time (one thread only), which other jobs on the machine barely disturb. "
-        "*loop only* is plain time divided by the engine's time inside `_train_epoch`. *per epoch* is plain "
+        "*loop only* is plain time divided by the engine's time inside `Trainer.train_epoch`. *per epoch* is plain "
         "time divided by (train loop + per-epoch validation): the steady state of a long run, without the "
         "one-off setup and final evaluation. These last three ratios are on CPU time with one thread and on "
         "wall time with two. *load* is the 1-minute load average when the configuration started (2 cores).",

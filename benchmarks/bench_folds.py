@@ -61,7 +61,7 @@ def score(raw: dict) -> dict:
     from dnntune.data import load_data
     from dnntune.engine.metrics import tie_loss
     from dnntune.engine.trainer import Trainer
-    from dnntune.search.runner import merge_train_val
+    from dnntune.search.final import merge_train_val
 
     torch.set_num_threads(1)
     recipe = validate_recipe(raw, "recipe")

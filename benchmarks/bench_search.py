@@ -39,14 +39,11 @@ def efficiency_run(method: str, seed: int, budget: float, epochs: int) -> dict:
     import optuna
     import torch
 
-    from dnntune.search.runner import (
-        Objectives,
-        WorkerConfig,
-        _DataCache,
-        make_pruner,
-        make_sampler,
-        objective_factory,
-    )
+    from dnntune.config import SearchSection
+    from dnntune.search.factories import make_pruner, make_sampler
+    from dnntune.search.objective import DataCache, objective_factory
+    from dnntune.search.study import Objectives
+    from dnntune.search.worker import WorkerConfig
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -59,7 +56,7 @@ def efficiency_run(method: str, seed: int, budget: float, epochs: int) -> dict:
     objectives = Objectives(["accuracy"], ["maximize"])
     with tempfile.TemporaryDirectory() as tmp:
         cfg = WorkerConfig(None, "bench", Path(tmp), threads=1)
-        objective = objective_factory(exp, objectives, cfg, _DataCache())
+        objective = objective_factory(exp, SearchSection(), objectives, cfg, DataCache())
         t0 = time.perf_counter()
         trace: list[tuple[float, float]] = []
         best = 0.0
@@ -184,15 +181,12 @@ def overhead(quick: bool) -> str:
     import optuna
     import torch
 
-    from dnntune.search.runner import (
-        Objectives,
-        WorkerConfig,
-        _DataCache,
-        make_pruner,
-        make_sampler,
-        objective_factory,
-    )
+    from dnntune.config import SearchSection
+    from dnntune.search.factories import make_pruner, make_sampler
+    from dnntune.search.objective import DataCache, objective_factory
     from dnntune.search.storage import HeartbeatJournalStorage
+    from dnntune.search.study import Objectives
+    from dnntune.search.worker import WorkerConfig
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -206,11 +200,11 @@ def overhead(quick: bool) -> str:
         study = optuna.create_study(storage=storage, study_name="overhead", direction="maximize",
                                     sampler=make_sampler("tpe", exp, 0, 1, n_trials), pruner=make_pruner("asha", 4))
         cfg = WorkerConfig(None, "overhead", Path(tmp), threads=1)
-        cache = _DataCache()
+        cache = DataCache()
         from dnntune.config import validate_recipe
 
         cache.get(validate_recipe({**exp, "model": {"family": "mlp"}, "optim": {"name": "adamw"}}))  # load once
-        objective = objective_factory(exp, Objectives(["accuracy"], ["maximize"]), cfg, cache)
+        objective = objective_factory(exp, SearchSection(), Objectives(["accuracy"], ["maximize"]), cfg, cache)
         t0 = time.perf_counter()
         study.optimize(objective, n_trials=n_trials, catch=(Exception,))
         wall = time.perf_counter() - t0
