@@ -9,15 +9,17 @@ stale-trial machinery re-run the trials of a killed worker. RDB URLs use Optuna'
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 from ..errors import ConfigError
@@ -52,7 +54,8 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def __init__(self, path: str | Path, heartbeat_interval: int | None = None,
                  grace_period: int | None = None, max_retry: int = MAX_RETRY):
-        super().__init__(JournalFileBackend(str(path)))
+        repair_torn_tail(path)
+        super().__init__(JournalFileBackend(str(path), lock_obj=_journal_lock(path)))
         self.path = str(path)
         self.heartbeat_interval = heartbeat_interval or _env_int("DNNTUNE_HEARTBEAT", HEARTBEAT_INTERVAL)
         self.grace_period = grace_period or _env_int("DNNTUNE_GRACE", GRACE_PERIOD)
@@ -78,6 +81,93 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def get_heartbeat_stale_trial_callback(self):
         return self._stale_callback
+
+
+def _journal_lock(path: str | Path) -> JournalFileSymlinkLock:
+    """The lock the journal backend takes around every append (Optuna's default, ``<journal>.lock``)."""
+    return JournalFileSymlinkLock(str(path))
+
+
+@contextlib.contextmanager
+def _holding(lock: JournalFileSymlinkLock):
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def repair_torn_tail(path: str | Path) -> Path | None:
+    """Cut a journal's torn last record (a crash mid-append left it without its newline).
+
+    Optuna's reader skips a torn last line, but the next append would be written onto it and make
+    the journal unreadable from there on. The torn bytes are copied to ``<journal>.torn-<time>`` beside
+    it, the journal is truncated to its last complete record and one line on stderr says so. Checked
+    and cut under the journal's own append lock, so a record another process is appending right now
+    is never cut. Returns the backup path, or None when the tail was complete.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            if _tail_complete(f):
+                return None  # the common case, without the lock; decided again under it
+    except FileNotFoundError:
+        return None
+    try:
+        with _holding(_journal_lock(path)), open(path, "r+b") as f:
+            if _tail_complete(f):
+                return None  # the writer we saw mid-append has finished
+            cut = _last_line_end(f, f.seek(0, os.SEEK_END))
+            f.seek(cut)
+            torn = f.read()
+            backup = _write_backup(path, torn)
+            f.truncate(cut)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # a read-only journal (someone else's run): Optuna's reader skips the torn tail
+        print(f"dnntune: warning: {path} ends in a torn record (a crash mid-write) and cannot be repaired "
+              f"({e.strerror or e}); appending to it would make the study unreadable", file=sys.stderr)
+        return None
+    print(f"dnntune: warning: {path} ended in a torn record ({len(torn)} bytes, a crash mid-write): cut back "
+          f"to its last complete record, the torn bytes are in {backup}", file=sys.stderr)
+    return backup
+
+
+def _tail_complete(f) -> bool:
+    """An open journal is empty or ends with a newline."""
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return True
+    f.seek(size - 1)
+    return f.read(1) == b"\n"
+
+
+def _last_line_end(f, size: int, chunk: int = 1 << 16) -> int:
+    """The offset just after the last newline of an open file (0 if it has none)."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - chunk)
+        f.seek(start)
+        i = f.read(pos - start).rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        pos = start
+    return 0
+
+
+def _write_backup(path: Path, data: bytes) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        backup = path.with_name(f"{path.name}.torn-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            with open(backup, "xb") as b:
+                b.write(data)
+                b.flush()
+                os.fsync(b.fileno())
+            return backup
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path}.torn-{stamp}: too many backups")
 
 
 def _env_int(name: str, default: int) -> int:
