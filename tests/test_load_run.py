@@ -26,9 +26,6 @@ RECIPES = {
 def _train(raw: dict, folder):
     recipe = validate_recipe(raw)
     train(recipe, out_dir=folder)
-    if not (folder / "preprocess.json").exists():
-        # only until the trainer writes the preprocessing itself (see test_train_writes_the_preprocessing)
-        write_preprocessing(folder, load_data(recipe.data, recipe.seed))
     return recipe
 
 

@@ -29,31 +29,12 @@ from .callbacks import EpochEnd, StopFit, hooked
 from .losses import build_loss
 from .metrics import compute_metrics, default_metric, direction, is_better, tie_loss
 from .optim import ParamGroupFn, build_optimizer, weight_penalty_params
-from .runtime import environment, predict, recipe_hash, resolve_device, rng_state, seed_everything, set_rng_state
+from .result import RunResult, run_files
+from .runtime import predict, recipe_hash, resolve_device, rng_state, seed_everything, set_rng_state
 from .schedules import Schedule
 
 EpochHook = Callable[[int, dict], "bool | None"]
 CHECKPOINT_KEYS = ("recipe_hash", "epoch", "model", "optimizer", "schedule", "gen", "rng", "history")
-
-
-@dataclass
-class RunResult:
-    """What one training run produced."""
-
-    recipe: Recipe
-    metrics: dict[str, dict]
-    history: list[dict]
-    epochs: int
-    best_epoch: int | None
-    stopped: str
-    wall_seconds: float
-    params: int
-    model: nn.Module = field(repr=False)
-    out_dir: Path | None = None
-
-    def summary(self) -> dict:
-        return {"metrics": self.metrics, "epochs": self.epochs, "best_epoch": self.best_epoch,
-                "stopped": self.stopped, "wall_seconds": round(self.wall_seconds, 3), "params": self.params}
 
 
 @dataclass
@@ -377,28 +358,6 @@ class Trainer:
         if self.out_dir is not None:
             ckpt.write_run_files(self.out_dir, run_files(result, self))
         return result
-
-
-def run_files(result: RunResult, trainer: Trainer, **summary_extra) -> dict[str, bytes | str]:
-    """What a run folder holds besides its checkpoint and curves.jsonl: weights, recipe, summary, curves
-    table and the preprocessing that makes the model usable without the training data."""
-    from safetensors.torch import save
-
-    from ..data.preprocess import Preprocessing
-
-    summary = result.summary()
-    summary.update({"metric": trainer.metric, "direction": trainer.direction, "data": trainer.data.describe(),
-                    "env": environment(trainer.device), **summary_extra})
-    state = {k: v.detach().contiguous().cpu() for k, v in result.model.state_dict().items()}
-    files = {"model.safetensors": save(state), "recipe.yaml": result.recipe.to_yaml(),
-             **Preprocessing.from_data(trainer.data).to_files()}
-    if result.history:
-        keys = list(dict.fromkeys(k for h in result.history for k in h))
-        lines = [",".join(keys)] + [",".join("" if h.get(k) is None else repr(h.get(k)) for k in keys)
-                                    for h in result.history]
-        files["curves.csv"] = "\n".join(lines) + "\n"
-    files["summary.json"] = json.dumps(summary, indent=2) + "\n"  # last: a run folder with a summary is whole
-    return files
 
 
 def train(recipe: Recipe, data: Data | None = None, out_dir: str | Path | None = None,

@@ -13,7 +13,8 @@ import torch
 from ..config import SearchSection, validate_recipe
 from ..data import Data, Split, load_data
 from ..engine import checkpoint as ckpt
-from ..engine.trainer import RunResult, Trainer, run_files
+from ..engine.result import RunResult, run_files
+from ..engine.trainer import Trainer
 from ..report.tracking import fit_tracked
 from .objective import fold_of
 from .selection import best_trial, trial_value
