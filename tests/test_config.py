@@ -119,3 +119,38 @@ def test_packaged_presets_are_the_example_files(name):
 
     shipped = resources.files("dnntune.presets").joinpath(f"{name}.yaml").read_text()
     assert shipped == (EXAMPLES[0].parent / f"{name}.yaml").read_text()
+
+
+# --- conditional knobs: one resolution for recipes and search spaces (issue 8, defects 6) -------------
+
+SGD_BLOCK = {"name": "sgd", "lr": 0.1, "sgd": {"lr": 0.01, "momentum": 0.9}, "adam": {"beta1": 0.8}}
+
+
+def test_the_chosen_options_block_may_set_the_sections_fields():
+    r = validate_recipe(tiny(optim=SGD_BLOCK))
+    assert r.optim.name == "sgd" and r.optim.lr == 0.01  # the option's own value wins over the section's
+    assert r.optim.knobs.momentum == 0.9
+
+
+def test_a_search_space_resolves_conditional_knobs_as_a_recipe_does():
+    import optuna
+
+    from dnntune.search.space import suggest_recipe
+
+    exp = tiny(optim={**SGD_BLOCK, "name": {"choice": ["sgd", "adam"]}})
+    for name in ("sgd", "adam"):
+        raw = suggest_recipe(optuna.trial.FixedTrial({"optim.name": name}), exp)
+        assert validate_recipe(raw) == validate_recipe(tiny(optim={**SGD_BLOCK, "name": name}))
+    adam = validate_recipe(suggest_recipe(optuna.trial.FixedTrial({"optim.name": "adam"}), exp))
+    assert adam.optim.lr == 0.1 and adam.optim.knobs.beta1 == 0.8
+
+
+def test_an_unknown_key_in_the_chosen_options_block_is_named():
+    with pytest.raises(ConfigError) as e:
+        validate_recipe(tiny(optim={"name": "sgd", "sgd": {"lr": 0.01, "momentun": 0.9}}))
+    msg = str(e.value)
+    assert msg.startswith("optim.sgd.momentun: unknown key; allowed:") and "momentum" in msg and "lr" in msg
+    with pytest.raises(ConfigError, match="optim.sgd.lr: Input should be greater than 0"):
+        validate_recipe(tiny(optim={"name": "sgd", "sgd": {"lr": -1}}))
+    with pytest.raises(ConfigError, match="optim.sgd.name: "):
+        validate_recipe(tiny(optim={"name": "sgd", "sgd": {"name": "adam"}}))

@@ -278,10 +278,14 @@ def find_dimensions(raw: Any, prefix: str = "") -> list[str]:
     return found
 
 
-def _format_validation(section: str, err: ValidationError, allowed: list[str] | None = None) -> str:
+def _format_validation(section: str, err: ValidationError, allowed: list[str] | None = None,
+                       renamed: dict[str, str] | None = None) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if p != "knobs")
+        loc = [str(p) for p in e["loc"] if p != "knobs"]
+        if loc and renamed and loc[0] in renamed:  # a key given in the chosen option's block
+            loc[0] = renamed[loc[0]]
+        loc = ".".join(loc)
         path = f"{section}.{loc}" if loc else section
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -293,6 +297,47 @@ def _format_validation(section: str, err: ValidationError, allowed: list[str] | 
                 msg += f" (got {e['input']!r})"
         lines.append(f"{path}: {msg}")
     return "\n".join(lines)
+
+
+# --- conditional knobs --------------------------------------------------------------------------
+
+
+def registered_options(section: str) -> list[str]:
+    """The registry names a named section may choose (``optim`` → sgd, adam, ...)."""
+    return _registries()[NAMED[section][2]].names()
+
+
+def _is_option_block(name: Any, value: Any, registry_names) -> bool:
+    return isinstance(name, str) and name in registry_names and (
+        value is None or (isinstance(value, dict) and not is_dimension(value)))
+
+
+def option_block(raw_section: dict[str, Any], chosen: Any) -> dict[str, Any]:
+    """The chosen option's own block of a named section (``sgd:`` in ``optim: {name: sgd, sgd: {...}}``)."""
+    block = raw_section.get(chosen) if isinstance(chosen, str) else None
+    return block if isinstance(block, dict) and not is_dimension(block) else {}
+
+
+def merge_chosen_option(section_name: str, raw_section: dict[str, Any], chosen: Any,
+                        registry_names) -> dict[str, Any]:
+    """The one resolution of conditional knobs, for recipes (:func:`validate_recipe`) and search spaces
+    (:func:`dnntune.search.space.suggest_recipe`) alike.
+
+    A named section may hold a block per registered option (``optim: {name: sgd, lr: 0.1, sgd: {lr:
+    0.01, momentum: 0.9}, adam: {beta1: 0.8}}``). The chosen option's block is merged into the section:
+    it may hold any of the section's fields (``lr``) or the option's knobs (``momentum``), and its
+    values win over the section's. The blocks of the other registered options are dropped. The
+    section's ``name``/``family`` cannot be set inside a block.
+    """
+    key = NAMED[section_name][1]
+    block = option_block(raw_section, chosen)
+    if key in block:
+        raise ConfigError(f"{section_name}.{chosen}.{key}: the option's block cannot choose the option; "
+                          f"set {section_name}.{key}")
+    names = set(registry_names)
+    out = {k: v for k, v in raw_section.items() if not _is_option_block(k, v, names)}
+    out.update(block)
+    return out
 
 
 def _validate_named(section: str, raw: Any, regs: dict[str, Registry]):
@@ -309,23 +354,20 @@ def _validate_named(section: str, raw: Any, regs: dict[str, Registry]):
     if name is None:
         raise ConfigError(f"{section}.{key}: required; allowed: {', '.join(registry.names())}")
     entry = registry.get(name, f"{section}.{key}")
-    common = {k: v for k, v in raw.items() if k in cls.model_fields and k not in (key, "knobs")}
-    rest = {k: v for k, v in raw.items() if k not in cls.model_fields}
-    # conditional knobs (`model: {family: mlp, mlp: {width: 256}, cnn1d: {...}}`): keep the chosen option's
-    chosen = rest.pop(name, None) if isinstance(rest.get(name), dict) else None
-    rest = {k: v for k, v in rest.items() if not (k in registry and isinstance(v, dict))}
-    if chosen:
-        rest.update(chosen)
+    merged = merge_chosen_option(section, raw, name, registry.names())
+    renamed = {k: f"{name}.{k}" for k in option_block(raw, name)}
+    common = {k: v for k, v in merged.items() if k in cls.model_fields and k not in (key, "knobs")}
+    rest = {k: v for k, v in merged.items() if k not in cls.model_fields}
     own = [k for k in cls.model_fields if k not in (key, "knobs")]
     allowed = own + list(entry.knobs.model_fields)
     try:
         knobs = entry.knobs(**rest)
     except ValidationError as e:
-        raise ConfigError(_format_validation(section, e, allowed)) from None
+        raise ConfigError(_format_validation(section, e, allowed, renamed)) from None
     try:
         return cls(**{key: name}, **common, knobs=knobs)
     except ValidationError as e:
-        raise ConfigError(_format_validation(section, e, allowed)) from None
+        raise ConfigError(_format_validation(section, e, allowed, renamed)) from None
 
 
 def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:

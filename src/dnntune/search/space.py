@@ -5,7 +5,9 @@ Dimensions (anywhere in the experiment):
 ``{choice: [a, b, c]}``. A section whose ``name``/``family`` is a choice may hold knobs per option
 (``model: {family: {choice: [mlp, cnn1d]}, mlp: {width: {int: [64, 512]}}, cnn1d: {...}}``): only
 the chosen option's knobs are suggested (conditional space), under the parameter name
-``model.mlp.width`` so each option keeps its own distribution.
+``model.mlp.width`` so each option keeps its own distribution. An option's block may also set the
+section's own fields (``optim: {sgd: {lr: ...}}``); recipes and spaces resolve blocks alike
+(:func:`dnntune.config.merge_chosen_option`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from typing import Any
 
 import optuna
 
-from ..config import DIMENSION_KEYS, NAMED, Recipe, find_dimensions, is_dimension, validate_recipe
+from ..config import (
+    DIMENSION_KEYS,
+    NAMED,
+    Recipe,
+    find_dimensions,
+    is_dimension,
+    merge_chosen_option,
+    option_block,
+    registered_options,
+    validate_recipe,
+)
 from ..errors import ConfigError
 
 PRIMITIVE = (str, int, float, bool, type(None))
@@ -83,22 +95,18 @@ def _resolve(node: Any, path: str, trial: optuna.Trial, section: str | None = No
         return _suggest(trial, path, node)
     if not isinstance(node, dict):
         return node
-    out = {}
     key = NAMED[section][1] if section in NAMED else None
     if key is not None and key in node:
-        # the name first: it decides which per-option knobs exist
+        # the name first: it decides which per-option knobs exist (config.merge_chosen_option, as for a
+        # recipe); the chosen option's knobs are suggested under `section.option.knob`
         chosen = _resolve(node[key], f"{path}.{key}", trial)
-        out[key] = chosen
-        options = node[key]["choice"] if is_dimension(node[key]) and "choice" in node[key] else [chosen]
-        for k, v in node.items():
-            if k == key:
-                continue
-            if k in options and isinstance(v, dict):
-                if k == chosen:
-                    out.update(_resolve(v, f"{path}.{k}", trial))
-                continue
-            out[k] = _resolve(v, f"{path}.{k}", trial)
+        block = option_block(node, chosen)
+        out = {key: chosen}
+        for k, v in merge_chosen_option(section, node, chosen, registered_options(section)).items():
+            if k != key:
+                out[k] = _resolve(v, f"{path}.{chosen}.{k}" if k in block else f"{path}.{k}", trial)
         return out
+    out = {}
     for k, v in node.items():
         out[k] = _resolve(v, f"{path}.{k}" if path else str(k), trial, section=str(k) if not path else None)
     return out
