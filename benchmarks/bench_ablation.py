@@ -5,7 +5,8 @@ default baseline): an MLP with one hidden layer of 256, Adam at lr 1e-3, constan
 no regularization, augmentation or early stopping. Best: ``examples/digits-strong.yaml`` and
 ``examples/mnist1d-strong.yaml`` (when ``digits-strong.yaml`` does not exist yet, the CNN recipe ``DIGITS_STRONG``
 below, written for this benchmark, stands in and the section says so). Every row over seeds 0, 1, 2, two worker
-processes with one torch thread each, through ``dnntune.report.ablation`` (the code of ``dnntune ablate``).
+processes with one torch thread each, through ``dnntune.ablation`` (the code of ``dnntune ablate``; its tables are
+rendered by ``dnntune.report._ablation``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from dnntune.report.ablation import ablate, load_ablation, markdown, table_rows
+from dnntune.ablation import ablate, load_ablation, table_rows
+from dnntune.report._ablation import markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -5,10 +5,11 @@ import json
 import pytest
 import yaml
 
+from dnntune.ablation import ORDER, AblationSpec, assemble, load_ablation, plan, t_interval
+from dnntune.ablation._strategies import _plain
 from dnntune.cli import main
 from dnntune.config import validate_recipe
 from dnntune.errors import ConfigError
-from dnntune.report.ablation import ORDER, AblationSpec, _plain, assemble, load_ablation, plan, t_interval
 from tests.conftest import write_recipe
 
 BASELINE = {"seed": 0, "data": {"name": "iris"}, "model": {"family": "mlp", "width": 16, "depth": 1},
