@@ -14,7 +14,8 @@ import yaml
 from dnntune.cli import main
 from dnntune.config import validate_recipe
 from dnntune.data import load_data
-from dnntune.data.files import auto_task, read_idx
+from dnntune.data.files import auto_task
+from dnntune.data.image_files import read_idx
 from dnntune.errors import ConfigError, DataError, UserError
 
 MODEL = {"family": "mlp", "width": 16, "depth": 1}

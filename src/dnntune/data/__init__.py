@@ -1,7 +1,8 @@
 """Dataset registry, file loaders, splits, the in-memory TensorLoader and batch augmentation."""
 
 from . import builtin as _builtin  # noqa: F401  (registers the bundled datasets)
-from . import files as _files  # noqa: F401  (registers csv, npz, idx, image_folder)
+from . import files as _files  # noqa: F401  (registers csv, npz)
+from . import image_files as _image_files  # noqa: F401  (registers idx, image_folder)
 from .core import DATASETS, Data, RawData, Split, load_data, prepare
 from .loader import TensorLoader
 
