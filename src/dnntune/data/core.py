@@ -125,13 +125,8 @@ def _fold(x, y, fold: tuple[int, int], seed: int, stratify: bool, name: str):
     return x[train_idx], x[val_idx], y[train_idx], y[val_idx]
 
 
-def prepare(raw: RawData, section, seed: int, fold: tuple[int, int] | None = None) -> Data:
-    """Split (stratified, seeded), check and normalize a dataset. Statistics come from train only.
-
-    ``fold=(i, k)``: instead of the ``val_fraction`` split, fold ``i`` of a seeded (stratified) k-fold
-    partition of the non-test data is the validation split (cross-validated search); the test split is
-    the same as without folds."""
-    name = section.name
+def _checked(raw: RawData, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs and targets of a dataset, after the checks every dataset must pass."""
     if raw.x is None:
         raise DataError(f"{name}: streaming datasets are not supported by this loader path")
     x, y = np.asarray(raw.x), np.asarray(raw.y)
@@ -140,16 +135,20 @@ def prepare(raw: RawData, section, seed: int, fold: tuple[int, int] | None = Non
     if len(x) < 3:
         raise DataError(f"{name}: needs at least 3 samples, has {len(x)}")
     _check_finite(name, x, "inputs")
-    classification = raw.task == "classification"
-    if classification:
-        if not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"{name}: classification targets must be integer class indices")
-    else:
+    if raw.task != "classification":
         _check_finite(name, y, "targets")
-    stratify = classification
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{name}: classification targets must be integer class indices")
+    return x, y
+
+
+def _partition(raw: RawData, x, y, section, seed: int, fold: tuple[int, int] | None) -> tuple:
+    """(x_train, x_val, x_test, y_train, y_val, y_test): the dataset's own test split or a seeded one, then
+    the validation split (``val_fraction``, none, or fold ``i`` of ``k``)."""
+    stratify = raw.task == "classification"
     if raw.x_test is not None:
         x_test, y_test = np.asarray(raw.x_test), np.asarray(raw.y_test)
-        _check_finite(name, x_test, "test inputs")
+        _check_finite(section.name, x_test, "test inputs")
         x_trval, y_trval = x, y
     else:
         x_trval, x_test, y_trval, y_test = _split(x, y, section.test_fraction, seed, stratify)
@@ -158,32 +157,45 @@ def prepare(raw: RawData, section, seed: int, fold: tuple[int, int] | None = Non
     elif fold is None:
         x_train, x_val, y_train, y_val = _split(x_trval, y_trval, section.val_fraction, seed + 1, stratify)
     else:
-        x_train, x_val, y_train, y_val = _fold(x_trval, y_trval, fold, seed + 1, stratify, name)
+        x_train, x_val, y_train, y_val = _fold(x_trval, y_trval, fold, seed + 1, stratify, section.name)
+    return x_train, x_val, x_test, y_train, y_val, y_test
 
-    def t(a, dtype):
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
 
-    xt = t(x_train, torch.float32)
-    mean = std = None
-    if section.normalize:
-        # per feature for tabular data, per channel for signals and images
-        dims = (0,) if raw.kind == "tabular" else tuple(i for i in range(xt.ndim) if i != 1)
-        mean = xt.mean(dim=dims, keepdim=True)
-        std = xt.std(dim=dims, keepdim=True).clamp_min(1e-8)
+def _tensor(a, dtype) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
 
-    def norm(a):
-        v = t(a, torch.float32)
-        return (v - mean) / std if mean is not None else v
 
+def _statistics(x_train, y_train, kind: str, classification: bool, normalize: bool):
+    """(mean, std, y_mean, y_std) of the training split, None where not normalized. Inputs: per feature for
+    tabular data, per channel for signals and images (kept as broadcastable (1, ...) shapes)."""
+    if not normalize:
+        return None, None, None, None
+    xt = _tensor(x_train, torch.float32)
+    dims = (0,) if kind == "tabular" else tuple(i for i in range(xt.ndim) if i != 1)
+    mean, std = xt.mean(dim=dims, keepdim=True), xt.std(dim=dims, keepdim=True).clamp_min(1e-8)
+    if classification:
+        return mean, std, None, None
+    yt = _tensor(y_train, torch.float32)
+    return mean, std, yt.mean(0), yt.std(0).clamp_min(1e-8)
+
+
+def prepare(raw: RawData, section, seed: int, fold: tuple[int, int] | None = None) -> Data:
+    """Split (stratified, seeded), check and normalize a dataset. Statistics come from train only.
+
+    ``fold=(i, k)``: instead of the ``val_fraction`` split, fold ``i`` of a seeded (stratified) k-fold
+    partition of the non-test data is the validation split (cross-validated search); the test split is
+    the same as without folds."""
+    name = section.name
+    x, y = _checked(raw, name)
+    classification = raw.task == "classification"
+    x_train, x_val, x_test, y_train, y_val, y_test = _partition(raw, x, y, section, seed, fold)
+    mean, std, y_mean, y_std = _statistics(x_train, y_train, raw.kind, classification, section.normalize)
     ydt = torch.long if classification else torch.float32
-    y_mean = y_std = None
-    if not classification and section.normalize:
-        yt = t(y_train, torch.float32)
-        y_mean, y_std = yt.mean(0), yt.std(0).clamp_min(1e-8)
 
-    def ynorm(a):
-        v = t(a, ydt)
-        return (v - y_mean) / y_std if y_mean is not None else v
+    def split(xs, ys) -> Split:
+        v, t = _tensor(xs, torch.float32), _tensor(ys, ydt)
+        return Split((v - mean) / std if mean is not None else v, (t - y_mean) / y_std if y_mean is not None else t)
+
     if classification:
         labels = np.concatenate([y_train, y_val, y_test])
         if labels.min() < 0:
@@ -193,8 +205,8 @@ def prepare(raw: RawData, section, seed: int, fold: tuple[int, int] | None = Non
         num_outputs = 1 if y_train.ndim == 1 else int(y_train.shape[1])
     return Data(
         name=name, task=raw.task, kind=raw.kind, input_shape=tuple(x.shape[1:]), num_outputs=num_outputs,
-        train=Split(norm(x_train), ynorm(y_train)), val=Split(norm(x_val), ynorm(y_val)),
-        test=Split(norm(x_test), ynorm(y_test)), class_names=raw.class_names, y_mean=y_mean, y_std=y_std,
+        train=split(x_train, y_train), val=split(x_val, y_val), test=split(x_test, y_test),
+        class_names=raw.class_names, y_mean=y_mean, y_std=y_std,
         mean=None if mean is None else mean.squeeze(0), std=None if std is None else std.squeeze(0),
         info={"source": raw.source},
     )
