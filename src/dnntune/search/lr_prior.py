@@ -41,12 +41,31 @@ def narrowed(suggestion: float) -> dict:
     return {"float": [float(f"{suggestion * LOW_FACTOR:.4g}"), float(f"{suggestion * HIGH_FACTOR:.4g}")], "log": True}
 
 
+def _targets(optim: dict) -> list[tuple[int | None, str, str]]:
+    """The learning-rate dimensions to narrow: (option index or None, optimizer, parameter path)."""
+    name = optim.get("name", "adamw")
+    options = name["choice"] if is_dimension(name) and "choice" in name else None
+    if options is None:
+        return [(None, str(name), "optim.lr")] if is_dimension(optim.get("lr")) else []
+    targets = []
+    shared = is_dimension(optim.get("lr"))
+    for i, opt in enumerate(options):
+        own = optim.get(opt) if isinstance(optim.get(opt), dict) else None
+        if own is not None and "lr" in own:
+            if is_dimension(own["lr"]):
+                targets.append((i, opt, f"optim.{opt}.lr"))
+        elif shared:
+            targets.append((i, opt, f"optim.{opt}.lr"))
+    return targets
+
+
 def apply_lr_prior(experiment: dict, previous: dict | None = None, quiet: bool = True) -> tuple[dict, dict]:
     """The experiment with its learning-rate dimension(s) narrowed, and the record of what was done.
 
     ``previous`` is the record of an earlier run of the same study: when its original ``optim`` section
     equals this experiment's, its narrowed section is reused (no new range test).
     """
+    from ..engine.lr_find import lr_find
     from .objective import DataCache
 
     optim = experiment.get("optim")
@@ -57,30 +76,12 @@ def apply_lr_prior(experiment: dict, previous: dict | None = None, quiet: bool =
         out = copy.deepcopy(experiment)
         out["optim"] = copy.deepcopy(previous["optim_narrowed"])
         return out, previous
-    name = optim.get("name", "adamw")
-    options = name["choice"] if is_dimension(name) and "choice" in name else None
-    new = copy.deepcopy(optim)
-    tests = []
-    cache = DataCache()
-    targets: list[tuple[int | None, str, str]] = []  # (option index, optimizer, parameter path)
-    if options is None:
-        if is_dimension(optim.get("lr")):
-            targets.append((None, str(name), "optim.lr"))
-    else:
-        shared = is_dimension(optim.get("lr"))
-        for i, opt in enumerate(options):
-            own = optim.get(opt) if isinstance(optim.get(opt), dict) else None
-            if own is not None and "lr" in own:
-                if is_dimension(own["lr"]):
-                    targets.append((i, opt, f"optim.{opt}.lr"))
-            elif shared:
-                targets.append((i, opt, f"optim.{opt}.lr"))
+    targets = _targets(optim)
     if not targets:
         raise ConfigError(f"search.lr_prior: range_test narrows the optim.lr search dimension, but optim.lr is "
                           f"fixed ({optim.get('lr', 'the default 0.001')}); make it a dimension, e.g. "
                           f"{{float: [1e-5, 1.0], log: true}}, or set search.lr_prior: none")
-    from ..engine.lr_find import lr_find
-
+    new, tests, cache = copy.deepcopy(optim), [], DataCache()
     for index, opt, path in targets:
         recipe = _middle_recipe(experiment, index)
         res = lr_find(recipe, data=cache.get(recipe))
@@ -98,6 +99,8 @@ def apply_lr_prior(experiment: dict, previous: dict | None = None, quiet: bool =
             print(f"lr range test ({opt}, batch {res.batch_size}): suggested lr {res.suggestion:.3g}; {path} "
                   f"{original.get('float') if isinstance(original, dict) else original} → {dim['float']}",
                   file=sys.stderr)
+    name = optim.get("name")
+    options = name["choice"] if is_dimension(name) and "choice" in name else None
     if options is not None and "lr" in new and all(isinstance(new.get(o), dict) and "lr" in new[o] for o in options):
         del new["lr"]  # every optimizer has its own now
     out = copy.deepcopy(experiment)
