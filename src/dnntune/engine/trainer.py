@@ -52,6 +52,7 @@ class FitState:
     since_growth_best: int = 0
     batch_size: int = 0
     elapsed: float = 0.0               # seconds spent before this process resumed
+    stopped: str | None = None         # set when early stopping ended the run: a resume only finishes it
 
 
 class Trainer:
@@ -211,8 +212,10 @@ class Trainer:
         self._curves_reset()
         for cb in hooked(self.callbacks, "on_fit_start"):
             cb.on_fit_start(self)
-        stopped = "completed"
         self._last_save, self._saved_epoch = t0, s.epoch
+        if s.stopped is not None:  # an early-stopped run, resumed: only its run folder is left to write
+            return self._finish(t0, s.stopped)
+        stopped = "completed"
         try:
             for epoch in range(s.epoch, r.train.epochs):
                 te = time.perf_counter()
@@ -226,7 +229,7 @@ class Trainer:
                 self._record(row)
                 s.epoch = epoch + 1
                 if stop:
-                    stopped = "early_stopping"
+                    stopped = s.stopped = "early_stopping"
                 self._checkpoint(t0, last=stop or epoch == r.train.epochs - 1)
                 for cb in hooked(self.callbacks, "on_epoch_end"):
                     if cb.on_epoch_end(self, epoch, dict(row)):
@@ -256,7 +259,7 @@ class Trainer:
     def _resume(self) -> None:
         """Continue from the run folder's checkpoint when it belongs to this recipe."""
         path = self._checkpoint_path()
-        if path is None or not self.resume or not path.exists():
+        if path is None or not self.resume:
             return
         saved = ckpt.load_resumable(path, CHECKPOINT_KEYS)
         if saved is None or saved.get("recipe_hash") != recipe_hash(self.recipe):
@@ -356,7 +359,7 @@ class Trainer:
                            best_epoch=s.best_epoch, stopped=stopped, wall_seconds=s.elapsed + time.perf_counter() - t0,
                            params=count_params(self.model), model=self.model, out_dir=self.out_dir)
         if self.out_dir is not None:
-            ckpt.write_run_files(self.out_dir, run_files(result, self))
+            ckpt.write_run_files(self.out_dir, run_files(result, self), checkpoint=self._checkpoint_path())
         return result
 
 
