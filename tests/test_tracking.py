@@ -10,8 +10,8 @@ from dnntune.engine.trainer import Trainer
 from dnntune.errors import TrainingDiverged
 from dnntune.report.tracking import fit_tracked, flatten
 from dnntune.search import tune
-from dnntune.search.study import TRACKER_KEY
 from dnntune.search.storage import open_storage
+from dnntune.search.study import TRACKER_KEY
 from tests.conftest import tiny, write_recipe
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
