@@ -81,7 +81,7 @@ def default_experiment(data: dict, kind: str, task: str) -> dict:
         "schedule": copy.deepcopy(SCHEDULE),
         "train": train,
         "augment": copy.deepcopy(AUGMENT[kind]),
-        "search": {"sampler": "tpe", "pruner": "asha", "n_trials": 50},
+        "search": {},  # SearchSection's defaults: tpe, asha, 50 trials
     }
     if task != "classification":
         exp["augment"].pop("mixup", None)
