@@ -129,13 +129,20 @@ def test_cutout_zeroes_exactly_a_square(size):
 @pytest.mark.parametrize("shape", [(2, 40), (1, 8, 8)])
 def test_mix_targets_are_probabilities(mixup, cutmix, shape):
     torch.manual_seed(0)
+    mixed = 0
     for _ in range(5):
         x, y = torch.randn(16, *shape), torch.randint(0, 10, (16,))
         xm, ym = mix(x, y, 10, mixup, cutmix, 1.0)
         assert xm.shape == x.shape and ym.shape == (16, 10)
         assert (ym >= 0).all() and torch.allclose(ym.sum(1), torch.ones(16))
+        # samples are mixed with a permutation of the batch: each label keeps its total weight
+        assert torch.allclose(ym.sum(0), torch.nn.functional.one_hot(y, 10).float().sum(0), atol=1e-5)
+        soft = ym.max(1).values < 1 - 1e-6  # targets of two classes ...
+        assert all(not torch.equal(xm[i], x[i]) for i in soft.nonzero().flatten())  # ... whose inputs changed
+        mixed += int(soft.sum())
         again = mix(x, ym, 10, mixup, cutmix, 1.0)[1]  # already-soft targets stay probabilities
         assert torch.allclose(again.sum(1), torch.ones(16))
+    assert mixed >= 16  # it did mix (a third of the samples, at least)
 
 
 @pytest.mark.parametrize("key", IMAGE_KEYS)
@@ -158,9 +165,12 @@ def test_empty_section_gives_no_augmenter():
 
 def test_augmenter_on_image_batches():
     aug = build_augmenter(AugmentSection(**IMAGE_KNOBS["all"], noise=0.1, cutmix=1.0), data("image"))
+    torch.manual_seed(0)
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
     xa, ya = aug(x, y)
     assert xa.shape == x.shape and xa.dtype == x.dtype and ya.shape == (32, 10)
+    assert not any(torch.equal(xa[i], x[i]) for i in range(32))  # noise alone changes every sample
+    assert torch.allclose(ya.sum(1), torch.ones(32)) and (ya.max(1).values < 1).any()  # cutmixed targets
 
 
 def test_training_with_image_augmentation_is_seeded():
@@ -171,3 +181,5 @@ def test_training_with_image_augmentation_is_seeded():
     a, b = train(r), train(r)
     assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
     assert a.metrics["val"]["accuracy"] == b.metrics["val"]["accuracy"]
+    plain = train(r.model_copy(update={"augment": AugmentSection()}))
+    assert plain.history[0]["train_loss"] != a.history[0]["train_loss"]  # the augmentation was applied

@@ -160,12 +160,20 @@ def test_resnet_shortcuts():
 E2E = [(name, kind) for name in MODELS.names() for kind in ALL if kind in accepted(name)]
 
 
+CHANCE = {"tabular": 1 / 3, "image": 1 / 10}  # wine, digits: balanced classes
+
+
 @pytest.mark.parametrize(("name", "kind"), E2E, ids=[f"{n}-{k}" for n, k in E2E])
-def test_trains_one_epoch(name, kind):
+def test_every_family_learns_each_kind_of_data_it_accepts(name, kind):
     r = validate_recipe({"data": DATASETS[kind], "model": {"family": name, **SMALL.get(name, {})},
-                         "optim": {"name": "adamw", "lr": 0.003},
-                         "train": {"epochs": 1, "batch_size": 64, "checkpoint": False}})
+                         "optim": {"name": "adamw", "lr": 0.01},
+                         "train": {"epochs": 3, "batch_size": 64 if kind == "image" else 16, "checkpoint": False}})
     result = train(r)
-    assert result.epochs == 1
-    assert math.isfinite(result.history[0]["train_loss"])
-    assert 0.0 <= result.metrics["test"]["accuracy"] <= 1.0
+    losses = [h["train_loss"] for h in result.history]
+    assert all(math.isfinite(v) for v in losses) and result.epochs == 3
+    # training moves the model: the loss falls every epoch, and by more than a model that does not learn
+    # drifts (< 0.5%, batch-norm statistics); the slowest learner here, the GRU on 200 MNIST-1D samples, 2.7%
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.985 * losses[0], losses
+    if kind in CHANCE:  # MNIST-1D with 200 samples is too hard for 3 epochs to test on
+        assert result.metrics["test"]["accuracy"] > CHANCE[kind] + 0.3, result.metrics["test"]

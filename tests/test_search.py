@@ -1,3 +1,4 @@
+import datetime
 import json
 import os
 import signal
@@ -16,7 +17,8 @@ from dnntune.cli import main
 from dnntune.config import validate_recipe
 from dnntune.errors import ConfigError
 from dnntune.search import complete_experiment, grid_space, suggest_recipe, tune, validate_experiment
-from dnntune.search.runner import FAIL_REASON
+from dnntune.search.storage import open_storage
+from dnntune.search.study import FAIL_REASON
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -38,6 +40,39 @@ def experiment(n_trials=4, epochs=3, **search):
 def trials_of(path: Path, name: str = "study"):
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
     return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def enqueue(out_dir: Path, *trials: dict) -> None:
+    """Pre-create the study ``tune`` continues, with these trials queued: they run first, in order."""
+    study = optuna.create_study(study_name="study", storage=open_storage(None, out_dir), direction="maximize")
+    for params in trials:
+        study.enqueue_trial(params)
+
+
+@pytest.fixture
+def used(monkeypatch):
+    """The (sampler, pruner) of every ``Study.ask``: what really picked the trials' parameters and pruned."""
+    seen: list[tuple[object, object]] = []
+    ask = optuna.Study.ask
+
+    def spy(self, *args, **kwargs):
+        seen.append((self.sampler, self.pruner))
+        return ask(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "ask", spy)
+    return seen
+
+
+def replay(sampler, exp: dict, n: int) -> list[dict]:
+    """The parameters ``sampler`` suggests for the first ``n`` trials of ``exp`` in a fresh study."""
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    params = []
+    for _ in range(n):
+        trial = study.ask()
+        suggest_recipe(trial, exp)
+        params.append(trial.params)
+        study.tell(trial, 0.5)
+    return params
 
 
 # --- spaces -------------------------------------------------------------------------------------------
@@ -105,14 +140,48 @@ def test_tune_data_with_overrides_fills_the_default_space_then_applies_them(tmp_
 # --- studies ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "gp", "cmaes"])
-def test_every_sampler_runs_a_tiny_study(tmp_path, sampler):
-    exp = experiment(n_trials=3, sampler=sampler, pruner="none")
+def _seeded_random_draws(trials, exp):
+    return [t.params for t in trials] == replay(optuna.samplers.RandomSampler(seed=0), exp, len(trials))
+
+
+def _tpe_models_after_its_startup_trials(trials, exp):
+    # the first 4 (n_startup_trials) are TPE's seeded random draws; the 5th comes from its model
+    draws = replay(optuna.samplers.RandomSampler(seed=0), exp, len(trials))
+    return [t.params for t in trials[:4]] == draws[:4] and trials[4].params != draws[4]
+
+
+def _covers_the_grid_once(trials, exp):
+    points = sorted((t.params["optim.lr"], t.params["train.batch_size"]) for t in trials)
+    return points == sorted((lr, b) for lr in (1e-3, 1e-1) for b in (16, 32))
+
+
+def _cma_es_samples_the_numbers(trials, exp):
+    # CMA-ES tags the trials it sampled with its generation (the first is an independent draw)
+    return all("cma:generation" in t.system_attrs for t in trials[1:])
+
+
+@pytest.mark.parametrize("sampler, n_trials, cls, effect", [
+    pytest.param("tpe", 5, optuna.samplers.TPESampler, _tpe_models_after_its_startup_trials, id="tpe"),
+    pytest.param("random", 3, optuna.samplers.RandomSampler, _seeded_random_draws, id="random"),
+    # a grid of 4 points: the study stops there, below its 6-trial budget
+    pytest.param("grid", 6, optuna.samplers.GridSampler, _covers_the_grid_once, id="grid"),
+    # GP's first 10 trials are its independent sampler's: seeded random draws
+    pytest.param("gp", 3, optuna.samplers.GPSampler, _seeded_random_draws, id="gp"),
+    pytest.param("cmaes", 3, optuna.samplers.CmaEsSampler, _cma_es_samples_the_numbers, id="cmaes"),
+])
+def test_every_sampler_is_the_one_named_and_drives_the_trials(tmp_path, used, sampler, n_trials, cls, effect):
+    exp = experiment(n_trials=n_trials, epochs=2, sampler=sampler, pruner="none")
+    if sampler == "grid":
+        exp["model"] = {"family": "mlp", "width": 8}
+        exp["optim"] = {"name": "adam", "lr": {"float": [1e-3, 1e-1], "log": True, "grid": 2}}
     if sampler == "cmaes":  # CMA-ES samples numbers; choices fall back to independent sampling
         exp["model"] = {"family": "mlp", "width": {"int": [4, 32]}}
     summary = tune(exp, tmp_path, quiet=True)
-    assert summary["trials"]["complete"] == 3 and summary["test"]["accuracy"] > 0
-    assert (tmp_path / "best" / "model.safetensors").exists()
+    assert used and all(type(s) is cls for s, _ in used), {type(s).__name__ for s, _ in used}
+    trials = trials_of(tmp_path / "study.journal")
+    assert summary["trials"]["complete"] == len(trials) == min(n_trials, 4 if sampler == "grid" else n_trials)
+    assert effect(trials, exp), [t.params for t in trials]
+    assert summary["test"]["accuracy"] > 0.5 and (tmp_path / "best" / "model.safetensors").exists()
 
 
 def test_tuning_without_a_validation_split_is_refused_unless_cross_validated(tmp_path, capsys):
@@ -125,7 +194,7 @@ def test_tuning_without_a_validation_split_is_refused_unless_cross_validated(tmp
 def test_cross_validated_trials_average_their_folds(tmp_path, final):
     exp = experiment(n_trials=2, epochs=3, pruner="none", folds=3, final=final)
     summary = tune(exp, tmp_path, quiet=True)
-    assert summary["trials"]["complete"] == 2 and summary["test"]["accuracy"] > 0
+    assert summary["trials"]["complete"] == 2 and summary["test"]["accuracy"] > 0.5
     for t in trials_of(tmp_path / "study.journal"):
         folds = t.user_attrs["folds"]
         assert len(folds) == 3 and t.value == pytest.approx(sum(folds) / 3)
@@ -137,46 +206,56 @@ def test_cross_validated_trials_average_their_folds(tmp_path, final):
     assert "mean over 3 cross-validation folds" in (tmp_path / "report" / "index.html").read_text()
 
 
-@pytest.mark.parametrize("pruner", ["median", "asha", "hyperband"])
-def test_every_pruner_runs_a_tiny_study(tmp_path, pruner):
-    summary = tune(experiment(n_trials=4, epochs=4, pruner=pruner), tmp_path, quiet=True)
-    assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 4
+GOOD, HOPELESS = 0.05, 1e-9  # adam lrs: learns iris within an epoch / never moves from the initial weights
 
 
-def test_pruning_really_prunes_a_hopeless_trial(tmp_path):
-    exp = experiment(n_trials=4, epochs=12, pruner="median", sampler="tpe")
+@pytest.mark.parametrize("pruner, cls, lrs, pruned_at", [
+    # five trials complete before the median pruner judges (a hopeless one among them is not pruned);
+    # every hopeless trial after them is pruned at the first epoch it may be (n_warmup_steps = 1)
+    pytest.param("median", optuna.pruners.MedianPruner,
+                 [GOOD, GOOD, HOPELESS, GOOD, GOOD, GOOD, HOPELESS, HOPELESS], {6: 1, 7: 1}, id="median"),
+    # successive halving: a rung at every epoch 1, 3, 9...; the first rung drops what is below the best
+    pytest.param("asha", optuna.pruners.SuccessiveHalvingPruner, [GOOD, HOPELESS, HOPELESS], {1: 1, 2: 1},
+                 id="asha"),
+    # hyperband: trials 0, 1, 4 of a study named "study" fall in bracket 0 (rungs at epochs 1, 3), trials
+    # 2, 3 in bracket 1 (first rung at epoch 3), each judged only against its own bracket
+    pytest.param("hyperband", optuna.pruners.HyperbandPruner, [GOOD, GOOD, GOOD, HOPELESS, HOPELESS],
+                 {3: 3, 4: 1}, id="hyperband"),
+])
+def test_pruning_really_prunes_a_hopeless_trial(tmp_path, used, pruner, cls, lrs, pruned_at):
+    exp = experiment(n_trials=len(lrs), epochs=4, pruner=pruner)
     exp["model"] = {"family": "mlp", "width": 16}
-    exp["optim"] = {"name": "adam", "lr": {"choice": [0.05, 1e-9]}}
-    exp["search"]["n_trials"] = 7
-    study_dir = tmp_path
-    # five good trials first, so the median pruner has a reference
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "x")))
-    del storage
-    summary = tune(exp, study_dir, quiet=True)
-    trials = trials_of(study_dir / "study.journal")
-    hopeless = [t for t in trials if t.params.get("optim.lr") == 1e-9]
-    good = [t for t in trials if t.params.get("optim.lr") == 0.05 and t.state == TrialState.COMPLETE]
-    assert good, "the study needs at least one complete good trial"
-    pruned_hopeless = [t for t in hopeless if t.state == TrialState.PRUNED]
-    later_hopeless = [t for t in hopeless if t.number >= 5]
-    assert not later_hopeless or pruned_hopeless
-    for t in pruned_hopeless:  # pruned trials keep their curves
-        assert len(t.intermediate_values) < 12
+    exp["optim"] = {"name": "adam", "lr": {"float": [1e-9, 0.1], "log": True}}
+    exp["train"]["batch_size"] = 16
+    enqueue(tmp_path, *({"optim.lr": lr} for lr in lrs))
+    summary = tune(exp, tmp_path, quiet=True)
+    assert used and all(type(p) is cls for _, p in used), {type(p).__name__ for _, p in used}
+    trials = trials_of(tmp_path / "study.journal")
+    assert [t.params["optim.lr"] for t in trials] == lrs  # the constructed trials ran, in order
+    assert {t.number: len(t.intermediate_values) for t in trials if t.state == TrialState.PRUNED} == pruned_at
+    assert all(t.state == TrialState.COMPLETE and len(t.intermediate_values) == 4
+               for t in trials if t.number not in pruned_at)
+    for t in trials:  # pruned trials keep their curves, up to the epoch they were stopped at
         curves = Path(t.user_attrs["dir"]) / "curves.jsonl"
         assert len(curves.read_text().splitlines()) == len(t.intermediate_values)
-    assert summary["trials"]["pruned"] == len([t for t in trials if t.state == TrialState.PRUNED])
+    assert summary["trials"] == {"complete": len(lrs) - len(pruned_at), "pruned": len(pruned_at), "fail": 0}
+    assert summary["best"]["params"]["optim.lr"] == GOOD
 
 
 def test_failing_trials_are_recorded_with_reasons_and_the_study_goes_on(tmp_path):
-    exp = experiment(n_trials=5, pruner="none")
-    exp["optim"] = {"name": "sgd", "lr": {"choice": [0.05, 1e12]}}
+    exp = experiment(n_trials=4, pruner="none")
+    exp["optim"] = {"name": "sgd", "lr": {"float": [1e-3, 1e13], "log": True}}
     exp["model"] = {"family": "mlp", "width": 8}
+    exp["train"]["batch_size"] = 16
+    enqueue(tmp_path, *({"optim.lr": lr} for lr in (0.05, 1e12, 0.05, 0.02)))  # the second one diverges
     summary = tune(exp, tmp_path, quiet=True)
     trials = trials_of(tmp_path / "study.journal")
-    failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert summary["trials"]["complete"] >= 1 and summary["trials"]["complete"] + len(failed) == 5
-    for t in failed:
-        assert t.params["optim.lr"] == 1e12 and "diverged" in t.user_attrs[FAIL_REASON]
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE,
+                                         TrialState.COMPLETE]
+    assert trials[1].params["optim.lr"] == 1e12
+    assert trials[1].user_attrs[FAIL_REASON].startswith("diverged (NaN/inf loss) at epoch ")
+    assert all(FAIL_REASON not in t.user_attrs for t in trials if t.number != 1)
+    assert summary["trials"] == {"complete": 3, "pruned": 0, "fail": 1} and summary["best"]["trial"] != 1
 
 
 def test_consecutive_failures_stop_the_study_with_the_common_reason(tmp_path, capsys):
@@ -205,7 +284,14 @@ def test_multi_objective_study_has_a_pareto_front(tmp_path):
     exp = experiment(n_trials=4, sampler="nsga2", objectives=["accuracy", "params"])
     summary = tune(exp, tmp_path, quiet=True)
     assert summary["objectives"] == {"accuracy": "maximize", "params": "minimize"}
-    assert summary["pareto_front"] and summary["test"] is not None
+    trials = [t for t in trials_of(tmp_path / "study.journal") if t.state == TrialState.COMPLETE]
+
+    def dominates(a, b):  # higher accuracy, fewer parameters
+        return a.values[0] >= b.values[0] and a.values[1] <= b.values[1] and a.values != b.values
+
+    front = {t.number for t in trials if not any(dominates(o, t) for o in trials)}
+    assert {p["trial"] for p in summary["pareto_front"]} == front and len(trials) == 4
+    assert summary["best"]["trial"] in front and summary["test"]["accuracy"] > 0.5
 
 
 def test_timeout_and_epoch_budget_stop_cleanly(tmp_path):
@@ -215,9 +301,12 @@ def test_timeout_and_epoch_budget_stop_cleanly(tmp_path):
     assert sum(summary["trials"].values()) == 3  # 3 + 3 epochs < 7, the third trial crosses it
     exp = experiment(n_trials=None, epochs=3)
     exp["search"]["timeout"] = 3
-    t0 = time.time()
+    t0, started = time.time(), datetime.datetime.now()
     summary = tune(exp, tmp_path / "time", quiet=True)
-    assert time.time() - t0 < 30 and summary["test"] is not None
+    assert time.time() - t0 < 30 and summary["test"]["accuracy"] > 0.5
+    trials = trials_of(tmp_path / "time" / "study.journal")
+    late = [t.number for t in trials if t.datetime_start > started + datetime.timedelta(seconds=3.5)]
+    assert trials and not late, f"trials {late} started after the 3 s timeout"
 
 
 def test_stock_optuna_loads_the_study_and_best_round_trips_into_train(tmp_path, capsys):
@@ -239,7 +328,15 @@ def test_stock_optuna_loads_the_study_and_best_round_trips_into_train(tmp_path, 
     assert main(["train", str(best), "--out", str(tmp_path / "retrain"), "--quiet"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(summary) >= {"best", "trials", "test", "wall_seconds"}
-    assert summary["best"]["params"] == {k: v for k, v in summary["best"]["params"].items()}
+    best_trial = trials[summary["best"]["trial"]]  # the summary names a trial optuna has, with its params
+    assert best_trial.state == TrialState.COMPLETE and summary["best"]["params"] == best_trial.params
+    assert best_trial.value == max(t.value for t in trials if t.state == TrialState.COMPLETE)
+    written = yaml.safe_load(best.read_text())  # `dnntune best` wrote that trial's recipe ...
+    assert written["optim"]["name"] == best_trial.params["optim.name"]
+    assert written["optim"]["lr"] == pytest.approx(best_trial.params["optim.lr"])
+    assert written["model"]["family"] == best_trial.params["model.family"]
+    retrained = yaml.safe_load((tmp_path / "retrain" / "recipe.yaml").read_text())  # ... which `train` ran
+    assert retrained["optim"] == written["optim"] and retrained["model"] == written["model"]
 
 
 def test_optuna_dashboard_reads_the_embedded_study(tmp_path):
@@ -394,10 +491,10 @@ def test_ctrl_c_records_the_running_trial_and_a_rerun_repeats_it(tmp_path):
 
 def interrupted_trial(tmp_path, monkeypatch, fit):
     """Run a study whose trials train with ``fit``; it must stop on Ctrl-C with its one trial interrupted."""
-    from dnntune.search import runner
+    from dnntune.search import interrupt, objective
 
-    monkeypatch.setattr(runner, "fit_tracked", fit)
-    monkeypatch.setattr(runner, "_CTRL_C", runner.threading.Event())
+    monkeypatch.setattr(objective, "fit_tracked", fit)
+    monkeypatch.setattr(interrupt, "_CTRL_C", interrupt.threading.Event())
     with pytest.raises(KeyboardInterrupt):
         tune(experiment(n_trials=3, epochs=3, pruner="none"), tmp_path, quiet=True)
     (trial,) = trials_of(tmp_path / "study.journal")
@@ -406,54 +503,54 @@ def interrupted_trial(tmp_path, monkeypatch, fit):
 
 
 def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_study_at_the_next_epoch(tmp_path, monkeypatch):
-    from dnntune.search import runner
+    from dnntune.search import interrupt, objective
 
     class Finalizer:  # Python prints "Exception ignored in ..." and drops a KeyboardInterrupt raised here
         def __del__(self):
-            runner._on_sigint(signal.SIGINT, None)
+            interrupt._on_sigint(signal.SIGINT, None)
 
-    fit = runner.fit_tracked
+    fit = objective.fit_tracked
 
     def fit_then_lose_a_ctrl_c(trainer, tracker):
-        hook = trainer.hooks[0]
+        (reporter,) = [cb for cb in trainer.callbacks if isinstance(cb, objective.TrialReporter)]
+        report = reporter.on_epoch_end
 
-        def hook_losing_ctrl_c(epoch, row):
-            if epoch == 1:
+        def reporter_losing_ctrl_c(trainer, epoch, row):
+            if row["epoch"] == 1:
                 Finalizer()  # the interrupt raised in __del__ is swallowed by the interpreter
-            return hook(epoch, row)
+            return report(trainer, epoch, row)
 
-        trainer.hooks[0] = hook_losing_ctrl_c
+        reporter.on_epoch_end = reporter_losing_ctrl_c
         return fit(trainer, tracker)
 
     trial = interrupted_trial(tmp_path, monkeypatch, fit_then_lose_a_ctrl_c)
-    assert list(trial.intermediate_values) == []  # stopped at the first epoch's hook, before reporting it
+    assert list(trial.intermediate_values) == []  # stopped at the first epoch's report, before reporting it
 
 
 def test_an_error_caused_by_a_ctrl_c_is_recorded_as_the_interrupt(tmp_path, monkeypatch):
-    from dnntune.search import runner
+    from dnntune.search import interrupt
 
     def interrupted_mid_write(trainer, tracker):
-        runner._CTRL_C.set()  # the handler ran; the KeyboardInterrupt broke the journal's file lock
+        interrupt._CTRL_C.set()  # the handler ran; the KeyboardInterrupt broke the journal's file lock
         raise FileNotFoundError("study.journal.lock...rename")
 
     interrupted_trial(tmp_path, monkeypatch, interrupted_mid_write)
 
 
 def test_the_best_trial_among_equal_values_has_the_lower_validation_log_loss():
-    from dnntune.search.runner import Objectives, best_trial
+    from dnntune.search.selection import best_trial
 
     study = optuna.create_study(direction="maximize")
     for loss in (0.30, 0.10, 0.20):  # all at 100% validation accuracy
         t = study.ask()
         t.set_user_attr("val", {"accuracy": 1.0, "log_loss": loss})
         study.tell(t, 1.0)
-    best = best_trial(study, Objectives(["accuracy"], ["maximize"]))
-    assert best.number == 1
+    assert best_trial(study, ["maximize"]).number == 1
 
 
 def test_a_grid_too_large_to_enumerate_is_refused_with_its_size():
     from dnntune.search import default_experiment
-    from dnntune.search.runner import make_sampler
+    from dnntune.search.factories import make_sampler
 
     exp = default_experiment({"name": "mnist1d"}, "signal", "classification")
     with pytest.raises(ConfigError, match=r"grid over this space has .* points \(more than 100,000"):

@@ -59,18 +59,43 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     assert resumed.metrics["test"]["accuracy"] == full.metrics["test"]["accuracy"]
 
 
-def test_nan_loss_stops_with_epoch_and_keeps_checkpoint_and_curves(tmp_path):
+def test_nan_loss_at_the_first_epoch_stops_with_its_epoch_and_curves_and_no_checkpoint(tmp_path):
     r = validate_recipe(tiny(optim={"name": "sgd", "lr": 1e12},
                              train={"epochs": 5, "batch_size": 16, "checkpoint_every": 0}))
     with pytest.raises(TrainingDiverged) as e:
         train(r, out_dir=tmp_path)
-    assert f"at epoch {e.value.epoch}" in str(e.value)
+    assert e.value.epoch == 1 and "at epoch 1 " in str(e.value) and "checkpoint" not in str(e.value)
     rows = [json.loads(line) for line in (tmp_path / "curves.jsonl").read_text().splitlines()]
-    assert rows and not math.isfinite(rows[-1]["train_loss"])
-    if e.value.epoch > 1:
-        state = load_checkpoint(tmp_path / "checkpoint.pt")
-        assert state["epoch"] == e.value.epoch - 2
-        assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert len(rows) == 1 and not math.isfinite(rows[0]["train_loss"])
+    assert not (tmp_path / "checkpoint.pt").exists()  # no good epoch to keep
+
+
+def test_nan_loss_later_keeps_the_last_good_checkpoint_and_the_run_resumes_from_it(tmp_path):
+    r = validate_recipe(tiny(train={"epochs": 5, "batch_size": 16, "checkpoint_every": 0}))
+    full = train(r)
+
+    def poison_after_epoch_2(epoch, row):  # runs after epoch 2's checkpoint is written
+        if epoch == 2:
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.fill_(math.nan)
+
+    trainer = Trainer(r, out_dir=tmp_path, on_epoch_end=poison_after_epoch_2)
+    with pytest.raises(TrainingDiverged) as e:
+        trainer.fit()
+    assert e.value.epoch == 3 and "the last good checkpoint (epoch 2)" in str(e.value)
+    rows = [json.loads(line) for line in (tmp_path / "curves.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3] and not math.isfinite(rows[-1]["train_loss"])
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 1  # 0-based: epochs 1-2, the weights before they were poisoned
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    kept = [h["seconds"] for h in state["history"]]
+    resumed = Trainer(r, out_dir=tmp_path).fit()  # continues at epoch 3 from that checkpoint
+    assert resumed.epochs == 5 and [h["seconds"] for h in resumed.history[:2]] == kept  # 1-2 not retrained
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in full.history])
+    assert resumed.metrics["test"]["accuracy"] == full.metrics["test"]["accuracy"]
+    rows = [json.loads(line) for line in (tmp_path / "curves.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4, 5] and all(math.isfinite(r["train_loss"]) for r in rows)
 
 
 def test_checkpoints_are_written_by_time_and_after_the_last_epoch(tmp_path):
@@ -184,7 +209,7 @@ def test_no_validation_split_trains_on_all_non_test_data():
     r = validate_recipe(tiny(data={"name": "iris", "val_fraction": 0}))
     result = train(r)
     assert len(result.history) == 3 and "val" not in result.metrics and result.best_epoch is None
-    assert result.metrics["test"]["accuracy"] > 0
+    assert result.metrics["test"]["accuracy"] > 0.6  # chance: 1/3
     data = load_data(r.data, r.seed)
     assert len(data.train) == 120 and len(data.val) == 0 and len(data.test) == 30
 
