@@ -1,4 +1,5 @@
 import base64
+import datetime
 import io
 import json
 import os
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 from PIL import Image
 
-from benchmarks.bench_report import synthetic_study
 from dnntune.cli import main
 from dnntune.report import ReportError, build_report, write_report
 from dnntune.search import tune
@@ -22,6 +23,56 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 SECTIONS = ("summary", "history", "importance", "parallel", "slices", "curves", "timeline", "top", "failed",
             "recipe", "test", "ablation")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+SPACE = {"model.family": CategoricalDistribution(["mlp", "linear"]),
+         "optim.lr": FloatDistribution(1e-4, 1e-1, log=True)}
+
+
+def synthetic_study(run_dir: Path, n_trials: int, multi: bool = False, failed_only: bool = False) -> optuna.Study:
+    """A journal study in ``run_dir`` shaped like one of ``dnntune tune`` (no training): complete, pruned and
+    failed trials with curves, two worker processes, a final test."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    names, directions = (["accuracy", "params"], ["maximize", "minimize"]) if multi else (["accuracy"], ["maximize"])
+    study = optuna.create_study(study_name="synthetic", storage=open_storage(None, run_dir), directions=directions)
+    study.set_user_attr("dnntune:experiment", {"data": {"name": "synthetic"},
+                                                "search": {"sampler": "tpe", "pruner": "asha"}})
+    study.set_user_attr("dnntune:objectives", names)
+    study.set_user_attr("dnntune:directions", directions)
+    start = datetime.datetime(2026, 1, 1, 12, 0, 0)
+    for n in range(n_trials):
+        params = {"model.family": ["mlp", "linear"][n % 2], "optim.lr": 10 ** (-4 + 3 * n / max(n_trials - 1, 1))}
+        state = TrialState.FAIL if failed_only or n % 7 == 6 else TrialState.PRUNED if n % 3 == 2 else \
+            TrialState.COMPLETE
+        epochs = {TrialState.COMPLETE: 6, TrialState.PRUNED: 3, TrialState.FAIL: 2}[state]
+        curve = {e: 0.5 + 0.4 * (1 - 0.6 ** e) * (1 - abs(n / n_trials - 0.6)) for e in range(1, epochs + 1)}
+        n_params = 100 + 37 * n
+        attrs = {"epochs": epochs, "best_epoch": epochs, "params": n_params, "wall_seconds": 0.4 * epochs,
+                 "val": {"accuracy": curve[epochs]},
+                 "recipe": {"seed": 0, "data": {"name": "synthetic"}, "model": {"family": params["model.family"]},
+                            "optim": {"name": "adam", "lr": params["optim.lr"]}}}
+        if state == TrialState.FAIL:
+            attrs["fail_reason"] = ("diverged (NaN/inf loss) at epoch 2" if n % 3 else
+                                    "out of memory: CUDA out of memory")
+        values = None
+        if state == TrialState.COMPLETE:
+            values = [curve[epochs], float(n_params)] if multi else [curve[epochs]]
+        elif state == TrialState.PRUNED and not multi:
+            values = [curve[epochs]]
+        t = optuna.trial.create_trial(state=state, values=values, params=params, distributions=SPACE,
+                                      user_attrs=attrs, system_attrs={"dnntune:owner": {"host": "test", "pid": n % 2}},
+                                      intermediate_values={} if multi else curve)
+        t.datetime_start = start + datetime.timedelta(seconds=2 * (n // 2))
+        t.datetime_complete = t.datetime_start + datetime.timedelta(seconds=attrs["wall_seconds"])
+        study.add_trial(t)
+    if not failed_only:
+        (run_dir / "best").mkdir(exist_ok=True)
+        cm = [[9 if i == j else 1 for j in range(3)] for i in range(3)]
+        (run_dir / "best" / "summary.json").write_text(json.dumps({"metrics": {"test": {
+            "accuracy": 0.9, "f1_macro": 0.9, "confusion_matrix": cm}}}))
+        (run_dir / "summary.json").write_text(json.dumps({"study": "synthetic", "wall_seconds": 60.0,
+                                                          "storage": str(run_dir / "study.journal")}))
+    return study
 
 
 def experiment(n_trials=10, epochs=2):
