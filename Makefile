@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 test: $(STAMP) lint chromium
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --doctest-modules tests src/dnntune
 
 # the report test opens the HTML report in headless Chromium; installed when missing and we are root
 # (otherwise that test skips and says why)

@@ -315,10 +315,11 @@ def build_report(study: optuna.Study, out_dir: str | Path, run_dir: str | Path |
     ``Report.problem`` says so; a study without any trial is a :class:`ReportError`.
 
     Example:
+        >>> import tempfile
         >>> import optuna
         >>> study = optuna.create_study()
         >>> study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=20)
-        >>> build_report(study, "/tmp/report").path.name
+        >>> build_report(study, tempfile.mkdtemp()).path.name
         'index.html'
     """
     view = StudyView(study, run_dir, storage)
