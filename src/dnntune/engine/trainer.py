@@ -7,6 +7,7 @@ of :mod:`dnntune.engine.callbacks`. The trainer knows nothing of search, trackin
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -141,6 +142,8 @@ class Trainer:
         l1 = self.recipe.train.l1
         last_factor = None
         self._after_backward = hooked(self.callbacks, "after_backward")
+        # one context for the epoch, reused per batch (as nanoGPT): building an autocast costs ~8 µs a step
+        autocast = torch.autocast(dev.type) if self.amp else contextlib.nullcontext()
         for i, (xb, yb) in enumerate(loader):
             if xb.device != dev:
                 xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
@@ -152,7 +155,7 @@ class Trainer:
                 last_factor = factor
             if self.augment is not None:
                 xb, yb = self.augment(xb, yb)
-            with torch.autocast(dev.type, enabled=self.amp):
+            with autocast:
                 loss = loss_fn(model(xb), yb)
             if l1 > 0:
                 loss = loss + l1 * sum(p.abs().sum() for p in self.l1_params)
