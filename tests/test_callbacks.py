@@ -95,7 +95,7 @@ def test_each_parameter_group_keeps_its_own_base_lr_through_the_schedule():
         layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
         return [{"params": layers[0].parameters(), "lr_scale": 0.1}, {"params": layers[-1].parameters()}]
 
-    r = validate_recipe(tiny(optim={"name": "sgd", "lr": 0.1}, schedule={"name": "cosine"},
+    r = validate_recipe(tiny(optim={"name": "sgd", "lr": 0.1, "weight_decay": 1e-4}, schedule={"name": "cosine"},
                              train={"epochs": 3, "batch_size": 16}))
     Trainer(r, callbacks=[Spy()], param_groups=head_faster).fit()
     # groups: hidden weight, hidden bias, head weight, head bias (decayed / undecayed split per group)

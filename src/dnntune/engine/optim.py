@@ -144,6 +144,8 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
         for p in group["params"]:
             if p.requires_grad:
                 (decay if _decayed(names.get(id(p), ""), p, exempt, decay_norm_and_bias) else no_decay).append(p)
+        if wd == 0:  # nothing to tell apart: one group (each group costs the optimizer a pass per step)
+            decay, no_decay = decay + no_decay, []
         out += [{"params": ps, "weight_decay": w, **extra} for ps, w in ((decay, wd), (no_decay, 0.0)) if ps]
     return out
 
@@ -160,8 +162,8 @@ def build_optimizer(section, model: nn.Module, param_group_fn: ParamGroupFn | No
         >>> model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2))
         >>> head = lambda m: [{"params": m[0].parameters(), "lr_scale": 0.1}, {"params": m[1].parameters()}]
         >>> opt = build_optimizer(OptimSection(name="sgd", lr=0.5, knobs=OPTIMIZERS.get("sgd").knobs()), model, head)
-        >>> [g["base_lr"] for g in opt.param_groups]
-        [0.05, 0.05, 0.5, 0.5]
+        >>> [g["base_lr"] for g in opt.param_groups]  # weight_decay 0: no decayed / undecayed split
+        [0.05, 0.5]
     """
     entry = OPTIMIZERS.get(section.name, "optim.name")
     cls, kwargs = entry.builder(section.knobs)
