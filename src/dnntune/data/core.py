@@ -27,6 +27,8 @@ class RawData:
     ``x`` has shape (N, F) for tabular data, (N, C, L) for signals and (N, C, H, W) for images.
     ``y`` holds integer class indices (classification) or floats (regression, (N,) or (N, K)).
     ``dataset`` may replace ``x``/``y`` for data too large to hold in memory (a torch Dataset).
+    ``feature_names``: tabular data read from a file with named columns (csv): the column of each feature,
+    in the order of ``x``'s columns, so prediction can pick them out of a file by name.
     """
 
     x: np.ndarray | None
@@ -37,6 +39,7 @@ class RawData:
     y_test: np.ndarray | None = None
     class_names: list[str] | None = None
     source: str = ""
+    feature_names: list[str] | None = None
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Data:
     y_mean: torch.Tensor | None = None  # regression targets are standardized for training;
     y_std: torch.Tensor | None = None   # metrics are reported in the original units
     info: dict = field(default_factory=dict)
+    feature_names: list[str] | None = None  # tabular data from named columns: RawData.feature_names
 
     @property
     def num_classes(self) -> int | None:
@@ -134,6 +138,10 @@ def _checked(raw: RawData, name: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{name}: {len(x)} inputs but {len(y)} targets")
     if len(x) < 3:
         raise DataError(f"{name}: needs at least 3 samples, has {len(x)}")
+    names = raw.feature_names
+    if names is not None and (raw.kind != "tabular" or x.ndim != 2 or len(names) != x.shape[1]):
+        raise DataError(f"{name}: {len(names)} feature names for inputs of shape {tuple(x.shape[1:])}; feature "
+                        "names are for tabular data, one per column")
     _check_finite(name, x, "inputs")
     if raw.task != "classification":
         _check_finite(name, y, "targets")
@@ -208,7 +216,7 @@ def prepare(raw: RawData, section, seed: int, fold: tuple[int, int] | None = Non
         train=split(x_train, y_train), val=split(x_val, y_val), test=split(x_test, y_test),
         class_names=raw.class_names, y_mean=y_mean, y_std=y_std,
         mean=None if mean is None else mean.squeeze(0), std=None if std is None else std.squeeze(0),
-        info={"source": raw.source},
+        info={"source": raw.source}, feature_names=None if raw.feature_names is None else list(raw.feature_names),
     )
 
 

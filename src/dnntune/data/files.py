@@ -212,7 +212,8 @@ def csv_file(knobs: CSVKnobs) -> RawData:
     if y.dtype == np.float64:
         _check_finite(f"{path}: column {knobs.target!r}", y, "the target")
     task, y, _, names = _targets(f"{path}: column {knobs.target!r}", knobs.task, y)
-    return RawData(x.astype(np.float32), y, task, "tabular", class_names=names, source=str(path))
+    return RawData(x.astype(np.float32), y, task, "tabular", class_names=names, source=str(path),
+                   feature_names=features)
 
 
 # --- npz ------------------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ A run folder (``dnntune train``, each trial, a study's ``best/``) holds two file
   per channel for signals and images) and, for regression, the target scaling (``y_mean``, ``y_std``);
   each only when the run used it (``data.normalize: true``).
 - ``preprocess.json``: the dataset name, the input kind and per-sample shape, the task, the number of
-  outputs, the class names, the target shape and which tensors the ``.safetensors`` file holds (with its
-  SHA-256, so a pair written by two different runs is refused). It is written last: it marks the pair
-  as complete.
+  outputs, the class names, the feature (column) names of tabular data read from a CSV, the target shape
+  and which tensors the ``.safetensors`` file holds (with its SHA-256, so a pair written by two different
+  runs is refused). It is written last: it marks the pair as complete.
 
 :class:`Preprocessing` applies them exactly as training did: :meth:`Preprocessing.transform_inputs`
 normalizes raw inputs as ``data.core.prepare`` normalizes a split (bit-identical), and
@@ -92,10 +92,13 @@ class Preprocessing:
     y_mean: torch.Tensor | None = field(default=None, repr=False)
     y_std: torch.Tensor | None = field(default=None, repr=False)
     source: str = ""
+    feature_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(s) for s in self.input_shape)
         self.target_shape = tuple(int(s) for s in self.target_shape)
+        if self.feature_names is not None:
+            self.feature_names = [str(n) for n in self.feature_names]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Preprocessing):
@@ -136,12 +139,13 @@ class Preprocessing:
                    class_names=None if data.class_names is None else [str(n) for n in data.class_names],
                    target_shape=tuple(data.train.y.shape[1:]) if data.task == "regression" else (),
                    mean=cpu(data.mean), std=cpu(data.std), y_mean=cpu(data.y_mean), y_std=cpu(data.y_std),
-                   source=str(data.info.get("source", "")))
+                   source=str(data.info.get("source", "")), feature_names=data.feature_names)
 
     def _meta(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "task": self.task, "kind": self.kind,
                 "input_shape": list(self.input_shape), "num_outputs": self.num_outputs,
-                "class_names": self.class_names, "target_shape": list(self.target_shape), "source": self.source}
+                "class_names": self.class_names, "target_shape": list(self.target_shape), "source": self.source,
+                "feature_names": self.feature_names}
 
     def to_files(self) -> dict[str, bytes]:
         """The files that describe this preprocessing, file name → content, in the order to write them.
@@ -213,7 +217,8 @@ class Preprocessing:
         p = cls(dataset=str(meta["dataset"]), task=meta["task"], kind=meta["kind"],
                 input_shape=tuple(meta["input_shape"]), num_outputs=int(meta["num_outputs"]),
                 class_names=meta.get("class_names"), target_shape=tuple(meta.get("target_shape") or ()),
-                source=str(meta.get("source", "")), **{n: tensors.get(n) for n in _TENSORS})
+                source=str(meta.get("source", "")), feature_names=_feature_names(meta, jpath),
+                **{n: tensors.get(n) for n in _TENSORS})
         if (p.mean is None) != (p.std is None):
             raise DataError(f"{tpath}: holds only one of mean and std")
         if p.mean is not None:
@@ -354,6 +359,19 @@ sample: add a batch dimension (x[None])
                 out = out * self.y_std.view(-1) + self.y_mean.view(-1)
         values = out.reshape(len(out), *self.target_shape)
         return Prediction(outputs=out.numpy(), values=values.numpy())
+
+
+def _feature_names(meta: dict, jpath: str) -> list[str] | None:
+    """``feature_names`` of a preprocess.json: absent (older folders, non-CSV data) or one name per feature."""
+    names = meta.get("feature_names")
+    if names is None:
+        return None
+    shape = meta["input_shape"]
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(shape) == 1
+            and len(names) == shape[0]):
+        raise DataError(f"{jpath}: feature_names must be a list of column names, one per feature of input_shape "
+                        f"{shape}")
+    return names
 
 
 def write_preprocessing(run_dir: str | Path, data: Data) -> list[Path]:
