@@ -12,7 +12,6 @@ left behind.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import importlib.util
 import io
 import json
@@ -30,9 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import __version__
 from ..data.preprocess import Preprocessing
 from ..errors import ConfigError, DataError, OutDirUnwritable, UserError
-from ._onnx import INPUT_NAME, METADATA_FORMAT, OUTPUT_NAME, metadata_path, onnx_session
+from ._onnx import INPUT_NAME, OUTPUT_NAME, build_metadata, metadata_path, onnx_session, package_version
 from ._run import LoadedRun, load_run
 
 FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}
@@ -151,6 +151,28 @@ def export(run_dir: str | Path, format: str = "onnx", out: str | Path | None = N
     dest = _destination(run.path, format, out)
     x, source, real = check_inputs(run, inputs)
     reference = run.predict(x).outputs
+    diff, agreement, tol, io_shapes, opset = _write_checked(run, format, dest, x, reference, source)
+    result = ExportResult(path=dest, format=format, max_abs_diff=diff, argmax_agreement=agreement,
+                          checked_samples=len(x), seconds=0.0, metadata_path=metadata_path(dest),
+                          input_source=source, real_inputs=real, tolerance=tol)
+    versions = {"dnntune": __version__, "torch": torch.__version__}
+    if format == "onnx":
+        versions.update({p: package_version(p) for p in ONNX_PACKAGES}, opset=opset)
+    meta = build_metadata(run, result, io_shapes, versions)
+    from ..engine.checkpoint import atomic_write_text
+
+    atomic_write_text(result.metadata_path, json.dumps(meta, indent=2) + "\n")
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _write_checked(run: LoadedRun, format: str, dest: Path, x: torch.Tensor, reference: np.ndarray,
+                   source: str) -> tuple[float, float | None, float, dict[str, list], dict | None]:
+    """Export to a temporary file beside ``dest``, check it, and only then move it into place.
+
+    Returns:
+        (max |diff|, argmax agreement, tolerance, the input/output shapes, the ONNX opsets or None).
+    """
     wrapper = FoldedModel(run.model, run.preprocessing).eval()
     example = x[:2] if len(x) >= 2 else x.repeat(2, *([1] * (x.ndim - 1)))  # a batch of 1 would fix the size
     fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
@@ -168,15 +190,7 @@ def export(run_dir: str | Path, format: str = "onnx", out: str | Path | None = N
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    result = ExportResult(path=dest, format=format, max_abs_diff=diff, argmax_agreement=agreement,
-                          checked_samples=len(x), seconds=0.0, metadata_path=metadata_path(dest),
-                          input_source=source, real_inputs=real, tolerance=tol)
-    meta = _metadata(run, result, io_shapes, opset)
-    from ..engine.checkpoint import atomic_write_text
-
-    atomic_write_text(result.metadata_path, json.dumps(meta, indent=2) + "\n")
-    result.seconds = time.perf_counter() - t0
-    return result
+    return diff, agreement, tol, io_shapes, opset
 
 
 # --- where, and on what ---------------------------------------------------------------------------
@@ -360,56 +374,10 @@ def unsupported(error: BaseException, run: LoadedRun, what: str) -> ExportUnsupp
     reason = (_ANSI.sub("", str(innermost)).strip().splitlines() or [type(innermost).__name__])[0][:300]
     if type(innermost).__name__ == "DispatchError" or "No ONNX function found" in reason:
         reason = (f"the ONNX exporter has no translation for it (torch {torch.__version__}, onnxscript "
-                  f"{_version('onnxscript')}; {reason})")
+                  f"{package_version('onnxscript')}; {reason})")
     family = run.recipe.model.family
     what_op = f"operator {op}: {reason}" if op else reason
     hint = ("; --format torch-export keeps every PyTorch operator, or train a model family without it"
             if what == "ONNX" else "; torch.export needs a forward pass it can trace (no data-dependent Python "
             "control flow or untraceable calls)")
     return ExportUnsupported(f"{run.path}: model.family {family} cannot be exported to {what}: {what_op}{hint}", op)
-
-
-# --- the JSON beside the model --------------------------------------------------------------------
-
-
-def _version(package: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _metadata(run: LoadedRun, result: ExportResult, shapes: dict[str, list], opset: dict | None) -> dict:
-    from .. import __version__
-
-    pre = run.preprocessing
-    regression = pre.task == "regression"
-    meaning = (("values in the target's own units (the training-time standardization is undone in the graph); "
-                f"reshape each row to target_shape {list(pre.target_shape)}") if regression else
-               "logits: softmax gives the class probabilities, argmax the class index into class_names")
-    folded = {"inputs": "(x - mean) / std, in the graph" if pre.mean is not None else "none (trained on raw inputs)"}
-    if regression:
-        folded["targets"] = "out * y_std + y_mean, in the graph" if pre.y_std is not None else "none"
-    versions = {"dnntune": __version__, "torch": torch.__version__}
-    if result.format == "onnx":
-        versions.update({p: _version(p) for p in ONNX_PACKAGES}, opset=opset)
-    summary = run.summary or {}
-    return {
-        "format": METADATA_FORMAT, "export_format": result.format, "model_file": result.path.name,
-        "input": {"name": INPUT_NAME, "shape": shapes["input"], "dtype": "float32",
-                  "description": f"raw inputs {pre.describe_input()}, before any normalization"},
-        "output": {"name": OUTPUT_NAME, "shape": shapes["output"], "dtype": "float32", "meaning": meaning},
-        "task": pre.task, "kind": pre.kind, "dataset": pre.dataset, "input_shape": list(pre.input_shape),
-        "num_outputs": pre.num_outputs, "class_names": pre.labels, "target_shape": list(pre.target_shape),
-        "feature_names": getattr(pre, "feature_names", None),
-        "normalization_folded": True, "folded": folded,
-        "preprocessing": json.loads(pre.to_files()["preprocess.json"]),
-        "parity": {"max_abs_diff": result.max_abs_diff, "argmax_agreement": result.argmax_agreement,
-                   "checked_samples": result.checked_samples, "tolerance": result.tolerance,
-                   "inputs": result.input_source, "real_inputs": result.real_inputs,
-                   "against": "the run's PyTorch model (dnntune.load_run(...).predict)"},
-        "recipe": run.recipe.to_dict(), "metrics": summary.get("metrics"), "run": str(run.path),
-        "versions": versions, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }

@@ -1,4 +1,5 @@
-"""``load_onnx``: an exported ONNX model run by onnxruntime, raw inputs in, a :class:`Prediction` out.
+"""``load_onnx``: an exported ONNX model run by onnxruntime, raw inputs in, a :class:`Prediction` out; and the JSON
+file beside every export (written by :func:`build_metadata`, read by :func:`load_onnx`).
 
 Nothing here builds or runs a PyTorch model: the graph has the run's normalization folded in, the JSON beside
 it (``model.onnx.json``, written by :func:`dnntune.deploy.export`) says what goes in and comes out, and the
@@ -196,6 +197,60 @@ def predictions(pre: Preprocessing, out: np.ndarray) -> Prediction:
         return Prediction(outputs=out, indices=idx.astype(np.int64), labels=[labels[i] for i in idx.tolist()],
                           probabilities=probs)
     return Prediction(outputs=out, values=out.reshape(len(out), *pre.target_shape))
+
+
+# --- the JSON beside an exported model ----------------------------------------------------------------
+
+
+def package_version(package: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def build_metadata(run, result, shapes: dict[str, list], versions: dict) -> dict:
+    """The ``model.onnx.json`` / ``model.pt2.json`` of an export: what goes in, what comes out, what is folded in,
+    the run's preprocessing, recipe and metrics, the parity numbers of the check and the versions.
+
+    Args:
+        run: the LoadedRun exported; result: its ExportResult; shapes: ``{"input": [...], "output": [...]}`` with
+            the dynamic batch dimension named; versions: package → version.
+    """
+    import datetime
+
+    pre = run.preprocessing
+    regression = pre.task == "regression"
+    meaning = (("values in the target's own units (the training-time standardization is undone in the graph); "
+                f"reshape each row to target_shape {list(pre.target_shape)}") if regression else
+               "logits: softmax gives the class probabilities, argmax the class index into class_names")
+    folded = {"inputs": "(x - mean) / std, in the graph" if pre.mean is not None else "none (trained on raw inputs)"}
+    if regression:
+        folded["targets"] = "out * y_std + y_mean, in the graph" if pre.y_std is not None else "none"
+    summary = run.summary or {}
+    return {
+        "format": METADATA_FORMAT, "export_format": result.format, "model_file": result.path.name,
+        "input": {"name": INPUT_NAME, "shape": shapes["input"], "dtype": "float32",
+                  "description": f"raw inputs {pre.describe_input()}, before any normalization"},
+        "output": {"name": OUTPUT_NAME, "shape": shapes["output"], "dtype": "float32", "meaning": meaning},
+        "task": pre.task, "kind": pre.kind, "dataset": pre.dataset, "input_shape": list(pre.input_shape),
+        "num_outputs": pre.num_outputs, "class_names": pre.labels, "target_shape": list(pre.target_shape),
+        "feature_names": getattr(pre, "feature_names", None),
+        "normalization_folded": True, "folded": folded,
+        "preprocessing": json.loads(pre.to_files()["preprocess.json"]),
+        "parity": {"max_abs_diff": result.max_abs_diff, "argmax_agreement": result.argmax_agreement,
+                   "checked_samples": result.checked_samples, "tolerance": result.tolerance,
+                   "inputs": result.input_source, "real_inputs": result.real_inputs,
+                   "against": "the run's PyTorch model (dnntune.load_run(...).predict)"},
+        "recipe": run.recipe.to_dict(), "metrics": summary.get("metrics"), "run": str(run.path),
+        "versions": versions, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# --- reading it back, and running the model ------------------------------------------------------------
 
 
 def _resolve(path: str | Path) -> Path:
