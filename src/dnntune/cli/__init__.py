@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ..errors import UserError
-from . import _demo, _deploy, _insight, _train, _tune
+from . import _demo, _deploy, _insight, _serve, _train, _tune
 
 EXIT_USER_ERROR = 2
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "networks in PyTorch.")
     p.add_argument("--version", action="version", version=f"dnntune {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (_train, _tune, _insight, _demo, _deploy):
+    for group in (_train, _tune, _insight, _demo, _deploy, _serve):
         group.add_commands(sub)
     return p
 
