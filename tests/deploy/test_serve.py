@@ -274,7 +274,7 @@ def test_health_and_metadata_describe_the_model(fleet, loaded, run_dir):
     assert meta["input"]["shape"] == [4] and meta["input"]["kind"] == "tabular"
     assert meta["metrics"] == json.loads((run_dir / "summary.json").read_text())["metrics"]
     assert meta["recipe"]["model"] == {**loaded.recipe.to_dict()["model"]} and meta["recipe"]["model"]["width"] == 16
-    assert meta["versions"]["dnntune"] == __version__ and "torch" in meta["versions"]
+    assert meta["versions"]["dnntune"] == __version__ and {"torch", "fastapi", "uvicorn"} <= set(meta["versions"])
     assert meta["engine"] == "torch"
 
 

@@ -235,10 +235,15 @@ def metadata(model: Any, model_id: str, engine: str, extra: dict | None = None) 
 
     pre = getattr(model, "preprocessing", None)
     recipe, summary = getattr(model, "recipe", None), getattr(model, "summary", None) or {}
+    from importlib.metadata import PackageNotFoundError, version
+
     versions = {"dnntune": __version__, "python": platform.python_version()}
-    for mod in ("torch", "onnxruntime", "fastapi", "uvicorn"):
-        if mod in sys.modules:
-            versions[mod] = getattr(sys.modules[mod], "__version__", "?")
+    for dist in ("torch", "onnxruntime", "fastapi", "uvicorn"):
+        if dist in sys.modules or dist in ("fastapi", "uvicorn"):  # the engine's library, and the server's
+            try:
+                versions[dist] = version(dist)
+            except PackageNotFoundError:
+                versions[dist] = getattr(sys.modules.get(dist), "__version__", "unknown")
     out = {
         "model_id": model_id, "engine": engine, "task": model.task, "class_names": model.class_names,
         "input": {"shape": list(model.input_shape), "kind": getattr(pre, "kind", None),
