@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-ENGINES = ("torch", "onnxruntime")
+from ..deploy._engine import ENGINES, load_model
+
 EXPORT_FORMATS = ("onnx", "torch-export")
 
 
@@ -19,36 +20,6 @@ def _positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: must be a positive integer")
     return n
-
-
-def load_model(path: str, engine: str, device: str):
-    """The model to predict with: ``load_run(path, device)`` (torch) or ``dnntune.deploy.load_onnx(path)``.
-
-    Raises:
-        ConfigError: an .onnx file with the torch engine, onnxruntime support missing, or a device the
-            onnxruntime engine cannot use.
-    """
-    from ..errors import ConfigError
-
-    if engine == "torch":
-        from ..deploy import load_run
-
-        if Path(path).suffix.lower() == ".onnx" and Path(path).is_file():
-            raise ConfigError(f"{path}: an ONNX file runs with --engine onnxruntime (--engine torch reads run "
-                              "folders)")
-        return load_run(path, device=device)
-    try:
-        from ..deploy import load_onnx
-    except ImportError:
-        raise ConfigError("--engine onnxruntime: needs dnntune.deploy.load_onnx (the ONNX export), which this "
-                          "dnntune does not have yet; use --engine torch") from None
-    import inspect
-
-    if "device" in inspect.signature(load_onnx).parameters:
-        return load_onnx(path, device=device)
-    if device not in ("auto", "cpu"):
-        raise ConfigError(f"--device {device}: the onnxruntime engine runs on the CPU here; allowed: auto, cpu")
-    return load_onnx(path)
 
 
 def cmd_predict(args) -> int:

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, UserError
+from ._engine import ENGINES, load_model
 from ._serve_app import MAX_BODY_BYTES, BadRequest, create_app, parse_inputs
 
 __all__ = ["BadRequest", "ENGINES", "MAX_BODY_BYTES", "create_app", "model_id", "parse_inputs", "serve"]
 
-ENGINES = ("torch", "onnxruntime")
+
 DEFAULT_BATCH_WAIT_MS: float | None = 0.0  # merge the requests already waiting (benchmarks/bench_serve.py)
 GRACEFUL_S = 30  # how long a stopping server waits for requests in flight
 _ENV_CONFIG = "DNNTUNE_SERVE_CONFIG"  # how `serve(workers=N)` hands its settings to the worker processes
@@ -87,24 +88,6 @@ def _check(host: str, port: Any, engine: str, workers: Any, threads: Any, token:
                               f"authenticates the clients")
         print(f"dnntune: WARNING: serving on {host} without a token: anyone who can reach this machine can "
               f"query the model", file=sys.stderr, flush=True)
-
-
-def load_model(path: str | Path, engine: str = "torch", device: str = "cpu", threads: int | None = None) -> Any:
-    """The model ``serve`` puts behind the API: ``load_run(path, device)`` or ``load_onnx(path, device, threads)``."""
-    if engine == "torch":
-        from ._run import load_run
-
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
-        return load_run(path, device=device)
-    try:
-        from . import load_onnx  # the ONNX export of issue 9
-    except ImportError:
-        raise ConfigError("engine: onnxruntime needs dnntune.deploy.load_onnx (ONNX export), which this dnntune "
-                          "does not have; use --engine torch") from None
-    return load_onnx(path, device=device, threads=threads)
 
 
 def _run_files(path: str | Path) -> dict:
