@@ -40,6 +40,17 @@ def machine() -> str:
             f"torch {torch.__version__}")
 
 
+def commit() -> str:
+    """The checkout's short commit, with ``+changes`` when tracked files differ from it."""
+    import subprocess
+
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def load(name: str):
     path = HERE / f"bench_{name}.py"
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
@@ -69,7 +80,8 @@ def main() -> int:
         print(f"== {name}", flush=True)
         section = load(name).run(quick=args.quick)
         stamp = (f"\n_Measured {datetime.date.today()} by `python benchmarks/run.py {name}`"
-                 f"{' --quick' if args.quick else ''} in {time.perf_counter() - t0:.0f} s on {machine()}._\n")
+                 f"{' --quick' if args.quick else ''} at commit {commit()} in {time.perf_counter() - t0:.0f} s on "
+                 f"{machine()}; load average {os.getloadavg()[0]:.1f} at the end._\n")
         (RESULTS / f"{name}.md").write_text(section.rstrip() + "\n" + stamp)
         print(section)
     parts = ["# Benchmarks\n",
