@@ -29,35 +29,12 @@ import torch
 
 from ..errors import DataError
 from .core import Data, Kind, Task
+from .prediction import Prediction
 
 JSON_NAME = "preprocess.json"
 TENSORS_NAME = "preprocess.safetensors"
 FORMAT = 1
 _TENSORS = ("mean", "std", "y_mean", "y_std")
-
-
-@dataclass
-class Prediction:
-    """What :meth:`Preprocessing.outputs_to_predictions` (and ``LoadedRun.predict``) returns.
-
-    Attributes:
-        outputs: the model's outputs, (N, num_outputs) float32: logits for classification, values in the
-            target's own units for regression (the target scaling undone).
-        indices: classification: the predicted class index per sample, (N,) int64.
-        labels: classification: the predicted class name per sample (the index as text when the dataset
-            has no class names).
-        probabilities: classification: the softmax of the outputs, (N, num_classes) float32.
-        values: regression: the predicted values in the target's shape, (N,) for one target, else (N, K).
-    """
-
-    outputs: np.ndarray
-    indices: np.ndarray | None = None
-    labels: list[str] | None = None
-    probabilities: np.ndarray | None = None
-    values: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.outputs)
 
 
 @dataclass
@@ -275,6 +252,17 @@ class Preprocessing:
                 else "×".join(map(str, self.input_shape)))
         return f"({', '.join(['N', *map(str, self.input_shape)])}) ({self.dataset}: {self.kind}, {size})"
 
+    def check_shape(self, shape) -> None:
+        """A DataError naming the expected and the given shape unless ``shape`` is (N, *input_shape)."""
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 1 + len(self.input_shape) or shape[1:] != self.input_shape:
+            hint = ""
+            if shape == self.input_shape:
+                hint = "; one sample: add a batch dimension (x[None])"
+            elif len(shape) >= 2 and int(np.prod(shape[1:])) == int(np.prod(self.input_shape)):
+                hint = f"; reshape to (N, {', '.join(map(str, self.input_shape))})"
+            raise DataError(f"inputs: expected shape {self.describe_input()}, got {shape}{hint}")
+
     def transform_inputs(self, x: Any) -> torch.Tensor:
         """Raw inputs (N, *input_shape) as the model's float32 inputs, normalized as in training.
 
@@ -307,14 +295,7 @@ sample: add a batch dimension (x[None])
             a = np.asarray(x)
             if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
                 raise DataError(f"inputs: must be real numbers (got dtype {a.dtype})")
-        shape = tuple(int(s) for s in a.shape)
-        if len(shape) != 1 + len(self.input_shape) or shape[1:] != self.input_shape:
-            hint = ""
-            if shape == self.input_shape:
-                hint = "; one sample: add a batch dimension (x[None])"
-            elif len(shape) >= 2 and int(np.prod(shape[1:])) == int(np.prod(self.input_shape)):
-                hint = f"; reshape to (N, {', '.join(map(str, self.input_shape))})"
-            raise DataError(f"inputs: expected shape {self.describe_input()}, got {shape}{hint}")
+        self.check_shape(a.shape)
         if isinstance(a, torch.Tensor):
             v = a.to(torch.float32).contiguous()
         else:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..data.preprocess import Prediction, Preprocessing
 from ..errors import ConfigError, DataError, UserError
+from ._model import ModelOfRun
 
 INPUT_NAME = "inputs"
 OUTPUT_NAME = "outputs"
@@ -77,7 +78,7 @@ def onnx_session(path: str | Path, device: str = "cpu", threads: int | None = No
 
 
 @dataclass
-class OnnxRun:
+class OnnxRun(ModelOfRun):
     """An exported ONNX model with its metadata, ready to predict raw inputs. Made by :func:`load_onnx`.
 
     Attributes:
@@ -94,20 +95,6 @@ class OnnxRun:
     preprocessing: Preprocessing = field(repr=False)
     session: Any = field(repr=False)
 
-    @property
-    def task(self) -> str:
-        """``classification`` or ``regression``."""
-        return self.preprocessing.task
-
-    @property
-    def class_names(self) -> list[str] | None:
-        """Classification: the name of each class index (the index as text if the dataset has none)."""
-        return self.preprocessing.labels
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """The per-sample input shape ``predict`` expects (after the batch dimension)."""
-        return self.preprocessing.input_shape
 
     @property
     def providers(self) -> list[str]:
@@ -170,14 +157,7 @@ def raw_inputs(x: Any, pre: Preprocessing) -> np.ndarray:
     a = np.asarray(x)
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise DataError(f"inputs: must be real numbers (got dtype {a.dtype})")
-    shape = tuple(int(s) for s in a.shape)
-    if len(shape) != 1 + len(pre.input_shape) or shape[1:] != pre.input_shape:
-        hint = ""
-        if shape == pre.input_shape:
-            hint = "; one sample: add a batch dimension (x[None])"
-        elif len(shape) >= 2 and int(np.prod(shape[1:])) == int(np.prod(pre.input_shape)):
-            hint = f"; reshape to (N, {', '.join(map(str, pre.input_shape))})"
-        raise DataError(f"inputs: expected shape {pre.describe_input()}, got {shape}{hint}")
+    pre.check_shape(a.shape)
     v = np.ascontiguousarray(a, dtype=np.float32)
     bad = ~np.isfinite(v)
     if bad.any():

@@ -15,6 +15,7 @@ from ..config import Recipe, validate_recipe
 from ..data.preprocess import JSON_NAME, Prediction, Preprocessing
 from ..errors import ConfigError, DataError
 from ..models import InputSpec, build_model
+from ._model import ModelOfRun
 
 WEIGHTS = "model.safetensors"
 RECIPE = "recipe.yaml"
@@ -22,7 +23,7 @@ SUMMARY = "summary.json"
 
 
 @dataclass
-class LoadedRun:
+class LoadedRun(ModelOfRun):
     """A trained model with everything needed to use it: recipe, preprocessing, weights, metrics.
 
     Made by :func:`load_run`. ``predict`` takes raw inputs (as the dataset builder produces them, before
@@ -44,20 +45,6 @@ class LoadedRun:
     summary: dict | None = field(default=None, repr=False)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
-    @property
-    def task(self) -> str:
-        """``classification`` or ``regression``."""
-        return self.preprocessing.task
-
-    @property
-    def class_names(self) -> list[str] | None:
-        """Classification: the name of each class index (the index as text if the dataset has none)."""
-        return self.preprocessing.labels
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """The per-sample input shape ``predict`` expects (after the batch dimension)."""
-        return self.preprocessing.input_shape
 
     @torch.no_grad()
     def _forward(self, inputs: Any, batch_size: int) -> torch.Tensor:
