@@ -92,9 +92,8 @@ class Clock:
 # --- 1. engine vs plain loop ---------------------------------------------------------------------------------
 
 
-def plain_fit(recipe, data) -> torch.nn.Module:
-    """What a competent user writes by hand: randperm over in-memory tensors, no per-batch .item()."""
-    torch.set_num_threads(recipe.train.threads)
+def _plain_epochs(recipe, data):
+    """plain_fit's loop as a closure that runs one more epoch per call (model and optimizer persist)."""
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model, InputSpec(data.kind, data.input_shape, data.name), data.num_outputs)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay)
@@ -102,8 +101,9 @@ def plain_fit(recipe, data) -> torch.nn.Module:
     x, y = data.train.x, data.train.y
     n, bs = len(y), recipe.train.batch_size
     stop = _samples_per_epoch(n, bs)
-    model.train()
-    for _ in range(recipe.train.epochs):
+
+    def epoch():
+        model.train()
         perm = torch.randperm(n, generator=gen)
         for i in range(0, stop, bs):
             idx = perm[i:i + bs]
@@ -111,6 +111,15 @@ def plain_fit(recipe, data) -> torch.nn.Module:
             loss = F.cross_entropy(model(x[idx]), y[idx])
             loss.backward()
             opt.step()
+    return model, epoch
+
+
+def plain_fit(recipe, data) -> torch.nn.Module:
+    """What a competent user writes by hand: randperm over in-memory tensors, no per-batch .item()."""
+    torch.set_num_threads(recipe.train.threads)
+    model, epoch = _plain_epochs(recipe, data)
+    for _ in range(recipe.train.epochs):
+        epoch()
     return model
 
 
@@ -475,28 +484,6 @@ def memory_bench(quick: bool) -> str:
     ]) + note
 
 
-def _plain_epochs(recipe, data):
-    """plain_fit's loop as a closure that runs one more epoch per call (model and optimizer persist)."""
-    torch.manual_seed(recipe.seed)
-    model = build_model(recipe.model, InputSpec(data.kind, data.input_shape, data.name), data.num_outputs)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay)
-    gen = torch.Generator().manual_seed(recipe.seed)
-    x, y = data.train.x, data.train.y
-    n, bs = len(y), recipe.train.batch_size
-    stop = _samples_per_epoch(n, bs)
-
-    def epoch():
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, stop, bs):
-            idx = perm[i:i + bs]
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-    return epoch
-
-
 def loop_only(quick: bool) -> str:
     """The training loop alone, epoch against epoch: the callback protocol and the one step path must cost
     nothing measurable. Many short interleaved rounds, so that the machine's drifts hit both arms alike."""
@@ -506,7 +493,7 @@ def loop_only(quick: bool) -> str:
     for label, data_s, model_s, batch, _, _ in CASES:
         recipe = _recipe(data_s, model_s, batch, 1000, 1)
         data = load_data(recipe.data, 0)
-        plain = _plain_epochs(recipe, data)
+        _, plain = _plain_epochs(recipe, data)
         trainer = Trainer(recipe, data=data, evaluate_test=False)
         trainer.setup()
         plain(), trainer.train_epoch(0)  # warm-up, untimed

@@ -27,22 +27,13 @@ from dnntune.deploy._export import FoldedModel
 from dnntune.engine import train
 
 ROOT = Path(__file__).resolve().parent.parent
+from bench_engine import Clock  # noqa: E402  (benchmarks/ is on sys.path under run.py)
+
 RECIPES = [("MNIST-1D strong (cnn1d)", ROOT / "examples" / "mnist1d-strong.yaml"),
            ("digits strong (cnn2d)", ROOT / "examples" / "digits-strong.yaml")]
 ARMS = ("torch predict", "torch bare", "ort predict", "ort bare")
 BATCHES = (1, 256)
 THREADS = (1, 2)
-
-
-class Clock:
-    """Wall and process CPU seconds of a block."""
-
-    def __enter__(self):
-        self._w, self._c = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self._w, time.process_time() - self._c
 
 
 def _arms(run, onnx_run, x: np.ndarray) -> dict:
