@@ -2,7 +2,8 @@
 
 A callback is any object with some of these methods (a subclass of :class:`Callback` gets no-op
 defaults for the rest); each receives the :class:`~dnntune.engine.trainer.Trainer`, whose ``model``,
-``optimizer``, ``schedule``, ``data``, ``device``, ``recipe``, ``step`` and ``loss`` it may read or change:
+``optimizer``, ``schedule``, ``data``, ``device``, ``recipe``, ``loss`` and ``state`` (a ``FitState``: epoch,
+optimizer steps taken, history, best epoch) it may read or change:
 
 - ``on_fit_start(trainer)``: after set-up and resume, before the first epoch.
 - ``on_epoch_start(trainer, epoch)``: ``epoch`` counts from 0.

@@ -117,7 +117,6 @@ class Trainer:
         self.schedule = Schedule(r.schedule, r.optim.lr, self.steps_per_epoch0,
                                  self.steps_per_epoch0 * r.train.epochs)
         self.state = FitState(batch_size=r.train.batch_size)
-        self.step = 0
 
     def loader(self):
         """This epoch's training batches (seeded shuffle; the batch size may grow between epochs)."""
@@ -175,12 +174,12 @@ class Trainer:
         if after:
             self.loss = loss
             for cb in after:
-                cb.after_backward(self, self.step)
+                cb.after_backward(self, self.state.step)
         if clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         self.scaler.step(opt)
         self.scaler.update()
-        self.step += 1
+        self.state.step += 1
 
     def evaluate(self, split, confusion: bool = False) -> dict:
         """Loss and metrics of the model on a split, in the target's own units."""
@@ -275,7 +274,6 @@ class Trainer:
         set_rng_state(saved, self.device)
         self.state = FitState(**{k: saved[k] for k in FitState.__dataclass_fields__ if k in saved})
         self.state.epoch, self.state.history = int(saved["epoch"]) + 1, list(saved["history"])
-        self.step = self.state.step
 
     def _curves_reset(self) -> None:
         if self.out_dir is not None:
@@ -340,7 +338,6 @@ class Trainer:
             return
         self._last_save, self._saved_epoch = time.perf_counter(), self.state.epoch
         s = self.state
-        s.step = self.step
         state = {k: getattr(s, k) for k in FitState.__dataclass_fields__}
         state.update({"recipe_hash": recipe_hash(self.recipe), "epoch": s.epoch - 1, "model": self.model.state_dict(),
                       "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
