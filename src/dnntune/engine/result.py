@@ -9,6 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from ..config import Recipe
+from .checkpoint import weights_bytes
 from .runtime import environment
 
 
@@ -35,15 +36,12 @@ class RunResult:
 def run_files(result: RunResult, trainer, **summary_extra) -> dict[str, bytes | str]:
     """What a run folder holds besides its checkpoint and curves.jsonl: weights, recipe, summary, curves
     table and the preprocessing that makes the model usable without the training data."""
-    from safetensors.torch import save
-
     from ..data.preprocess import Preprocessing
 
     summary = result.summary()
     summary.update({"metric": trainer.metric, "direction": trainer.direction, "data": trainer.data.describe(),
                     "env": environment(trainer.device), **summary_extra})
-    state = {k: v.detach().contiguous().cpu() for k, v in result.model.state_dict().items()}
-    files = {"model.safetensors": save(state), "recipe.yaml": result.recipe.to_yaml(),
+    files = {"model.safetensors": weights_bytes(result.model), "recipe.yaml": result.recipe.to_yaml(),
              **Preprocessing.from_data(trainer.data).to_files()}
     if result.history:
         keys = list(dict.fromkeys(k for h in result.history for k in h))
