@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -14,10 +15,70 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from ..errors import DataError
 from ..registry import Registry
 
-Task = Literal["classification", "regression"]
-Kind = Literal["tabular", "signal", "image"]
+Task = Literal["classification", "regression", "multilabel"]
+# sequence: (N, L) integer token ids (text), padded with id 0
+Kind = Literal["tabular", "signal", "image", "sequence"]
+TASKS: tuple[str, ...] = typing.get_args(Task)
+KINDS: tuple[str, ...] = typing.get_args(Kind)
 
 DATASETS: Registry = Registry("dataset")
+
+
+class Featurizer:
+    """Raw inputs → model inputs, with every statistic learned from the training split only.
+
+    For data whose raw form is not a numeric array (tabular files with categories and missing values, text):
+    a dataset builder returns the raw inputs in ``RawData.x`` / ``x_test`` and an *unfitted* featurizer in
+    ``RawData.featurizer``. :func:`prepare` calls :meth:`fit` on the training split of this seed and fold
+    (never on validation or test rows), transforms every split with the fitted copy, and keeps it in
+    ``Data.featurizer``; the run folder saves it (``preprocess.json`` and any files of :meth:`to_state`), so
+    ``predict`` / ``serve`` apply exactly the same transform to raw inputs.
+
+    Subclasses set ``type`` (the key in :data:`FEATURIZERS`, see :func:`register_featurizer`) and implement
+    :meth:`fit`, :meth:`transform`, :meth:`to_state` and :meth:`from_state`.
+    """
+
+    type: ClassVar[str] = ""
+    kind: Kind = "tabular"           # what the transformed inputs are
+    dtype: torch.dtype = torch.float32  # their tensor dtype (token ids: torch.long)
+
+    def fit(self, x_train: Any, y_train: np.ndarray) -> Featurizer:
+        """A fitted copy, learned from the training split's raw inputs (and targets, if it needs them)."""
+        raise NotImplementedError
+
+    def transform(self, x: Any) -> np.ndarray:
+        """Raw inputs (any number of rows) → a numeric array (N, *input_shape); a DataError on bad input."""
+        raise NotImplementedError
+
+    def normalize_mask(self) -> np.ndarray | None:
+        """Per feature (tabular) whether ``data.normalize`` standardizes it; None: all (or nothing, for
+        kinds that are never standardized, e.g. token ids)."""
+        return None
+
+    def input_info(self) -> dict[str, Any]:
+        """JSON-able facts a model family needs beyond kind and shape (``InputSpec.info``): e.g. the
+        categorical columns and their levels, the vocabulary size and padding id."""
+        return {}
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """(JSON-able state for preprocess.json, extra files for the run folder, name → bytes)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], files: dict[str, bytes]) -> Featurizer:
+        """The fitted featurizer :meth:`to_state` described; a DataError naming what is wrong otherwise."""
+        raise NotImplementedError
+
+
+FEATURIZERS: dict[str, type[Featurizer]] = {}
+
+
+def register_featurizer(cls: type[Featurizer]) -> type[Featurizer]:
+    """Class decorator: make a featurizer type loadable from run folders by its ``type``."""
+    if not cls.type or cls.type in FEATURIZERS:
+        raise ValueError(f"featurizer type {cls.type!r} is empty or registered twice")
+    FEATURIZERS[cls.type] = cls
+    return cls
 
 
 @dataclass
@@ -40,6 +101,7 @@ class RawData:
     class_names: list[str] | None = None
     source: str = ""
     feature_names: list[str] | None = None
+    featurizer: Featurizer | None = None  # raw x / x_test: fitted on the training split in prepare()
 
 
 @dataclass
@@ -72,6 +134,12 @@ class Data:
     y_std: torch.Tensor | None = None   # metrics are reported in the original units
     info: dict = field(default_factory=dict)
     feature_names: list[str] | None = None  # tabular data from named columns: RawData.feature_names
+    featurizer: Featurizer | None = None  # fitted on the training split (RawData.featurizer)
+
+    @property
+    def input_info(self) -> dict:
+        """What a model family needs beyond kind and shape (``InputSpec.info``)."""
+        return {} if self.featurizer is None else self.featurizer.input_info()
 
     @property
     def num_classes(self) -> int | None:
@@ -133,7 +201,8 @@ def _checked(raw: RawData, name: str) -> tuple[np.ndarray, np.ndarray]:
     """The inputs and targets of a dataset, after the checks every dataset must pass."""
     if raw.x is None:
         raise DataError(f"{name}: streaming datasets are not supported by this loader path")
-    x, y = np.asarray(raw.x), np.asarray(raw.y)
+    x = np.asarray(raw.x, dtype=object) if raw.featurizer is not None else np.asarray(raw.x)
+    y = np.asarray(raw.y)
     if len(x) != len(y):
         raise DataError(f"{name}: {len(x)} inputs but {len(y)} targets")
     if len(x) < 3:
@@ -142,8 +211,9 @@ def _checked(raw: RawData, name: str) -> tuple[np.ndarray, np.ndarray]:
     if names is not None and (raw.kind != "tabular" or x.ndim != 2 or len(names) != x.shape[1]):
         raise DataError(f"{name}: {len(names)} feature names for inputs of shape {tuple(x.shape[1:])}; feature "
                         "names are for tabular data, one per column")
-    _check_finite(name, x, "inputs")
-    if raw.task != "classification":
+    if raw.featurizer is None:  # raw inputs of a featurizer are checked by its transform
+        _check_finite(name, x, "inputs")
+    if raw.task != "classification":  # regression values, multi-label 0/1 indicators
         _check_finite(name, y, "targets")
     elif not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{name}: classification targets must be integer class indices")
@@ -155,8 +225,9 @@ def _partition(raw: RawData, x, y, section, seed: int, fold: tuple[int, int] | N
     the validation split (``val_fraction``, none, or fold ``i`` of ``k``)."""
     stratify = raw.task == "classification"
     if raw.x_test is not None:
-        x_test, y_test = np.asarray(raw.x_test), np.asarray(raw.y_test)
-        _check_finite(section.name, x_test, "test inputs")
+        x_test, y_test = np.asarray(raw.x_test, dtype=object if raw.featurizer else None), np.asarray(raw.y_test)
+        if raw.featurizer is None:
+            _check_finite(section.name, x_test, "test inputs")
         x_trval, y_trval = x, y
     else:
         x_trval, x_test, y_trval, y_test = _split(x, y, section.test_fraction, seed, stratify)
@@ -173,14 +244,22 @@ def _tensor(a, dtype) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
 
 
-def _statistics(x_train, y_train, kind: str, classification: bool, normalize: bool):
+def _statistics(x_train, y_train, kind: str, classification: bool, normalize: bool, mask=None):
     """(mean, std, y_mean, y_std) of the training split, None where not normalized. Inputs: per feature for
-    tabular data, per channel for signals and images (kept as broadcastable (1, ...) shapes)."""
+    tabular data, per channel for signals and images (kept as broadcastable (1, ...) shapes); features whose
+    ``mask`` entry is False (a featurizer's category indices) keep mean 0 and std 1; token ids
+    (``sequence``) are never standardized. Regression targets are standardized, multi-label 0/1 targets not."""
     if not normalize:
         return None, None, None, None
-    xt = _tensor(x_train, torch.float32)
-    dims = (0,) if kind == "tabular" else tuple(i for i in range(xt.ndim) if i != 1)
-    mean, std = xt.mean(dim=dims, keepdim=True), xt.std(dim=dims, keepdim=True).clamp_min(1e-8)
+    if kind == "sequence":
+        mean = std = None
+    else:
+        xt = _tensor(x_train, torch.float32)
+        dims = (0,) if kind == "tabular" else tuple(i for i in range(xt.ndim) if i != 1)
+        mean, std = xt.mean(dim=dims, keepdim=True), xt.std(dim=dims, keepdim=True).clamp_min(1e-8)
+        if mask is not None:
+            keep = torch.as_tensor(np.asarray(mask, dtype=bool)).view(1, -1)
+            mean, std = torch.where(keep, mean, 0.0), torch.where(keep, std, 1.0)
     if classification:
         return mean, std, None, None
     yt = _tensor(y_train, torch.float32)
@@ -197,11 +276,18 @@ def prepare(raw: RawData, section, seed: int, fold: tuple[int, int] | None = Non
     x, y = _checked(raw, name)
     classification = raw.task == "classification"
     x_train, x_val, x_test, y_train, y_val, y_test = _partition(raw, x, y, section, seed, fold)
-    mean, std, y_mean, y_std = _statistics(x_train, y_train, raw.kind, classification, section.normalize)
-    ydt = torch.long if classification else torch.float32
+    kind, fz, xdt = raw.kind, raw.featurizer, torch.float32
+    if fz is not None:  # learned on this training split only, then applied to every split
+        fz = fz.fit(x_train, y_train)
+        x_train, x_val, x_test = fz.transform(x_train), fz.transform(x_val), fz.transform(x_test)
+        x, kind, xdt = x_train, fz.kind, fz.dtype
+    mask = None if fz is None else fz.normalize_mask()
+    mean, std, y_mean, y_std = _statistics(x_train, y_train, kind, raw.task != "regression", section.normalize,
+                                           mask)
+    ydt = {"classification": torch.long, "regression": torch.float32, "multilabel": torch.float32}[raw.task]
 
     def split(xs, ys) -> Split:
-        v, t = _tensor(xs, torch.float32), _tensor(ys, ydt)
+        v, t = _tensor(xs, xdt), _tensor(ys, ydt)
         return Split((v - mean) / std if mean is not None else v, (t - y_mean) / y_std if y_mean is not None else t)
 
     if classification:
@@ -212,11 +298,12 @@ def prepare(raw: RawData, section, seed: int, fold: tuple[int, int] | None = Non
     else:
         num_outputs = 1 if y_train.ndim == 1 else int(y_train.shape[1])
     return Data(
-        name=name, task=raw.task, kind=raw.kind, input_shape=tuple(x.shape[1:]), num_outputs=num_outputs,
+        name=name, task=raw.task, kind=kind, input_shape=tuple(x.shape[1:]), num_outputs=num_outputs,
         train=split(x_train, y_train), val=split(x_val, y_val), test=split(x_test, y_test),
         class_names=raw.class_names, y_mean=y_mean, y_std=y_std,
         mean=None if mean is None else mean.squeeze(0), std=None if std is None else std.squeeze(0),
         info={"source": raw.source}, feature_names=None if raw.feature_names is None else list(raw.feature_names),
+        featurizer=fz,
     )
 
 

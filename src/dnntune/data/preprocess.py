@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .core import Data, Kind, Task
+from .core import FEATURIZERS, KINDS, TASKS, Data, Featurizer, Kind, Task
 from .prediction import Prediction
 
 JSON_NAME = "preprocess.json"
@@ -70,6 +70,12 @@ class Preprocessing:
     y_std: torch.Tensor | None = field(default=None, repr=False)
     source: str = ""
     feature_names: list[str] | None = None
+    featurizer: Featurizer | None = field(default=None, repr=False)  # raw inputs → model inputs (fitted)
+
+    @property
+    def input_info(self) -> dict:
+        """What the model family needs beyond kind and shape (``InputSpec.info``), from the featurizer."""
+        return {} if self.featurizer is None else self.featurizer.input_info()
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(s) for s in self.input_shape)
@@ -116,19 +122,30 @@ class Preprocessing:
                    class_names=None if data.class_names is None else [str(n) for n in data.class_names],
                    target_shape=tuple(data.train.y.shape[1:]) if data.task == "regression" else (),
                    mean=cpu(data.mean), std=cpu(data.std), y_mean=cpu(data.y_mean), y_std=cpu(data.y_std),
-                   source=str(data.info.get("source", "")), feature_names=data.feature_names)
+                   source=str(data.info.get("source", "")), feature_names=data.feature_names,
+                   featurizer=data.featurizer)
+
+    def _featurizer_state(self) -> tuple[dict[str, Any] | None, dict[str, bytes]]:
+        if self.featurizer is None:
+            return None, {}
+        state, files = self.featurizer.to_state()
+        return {"type": self.featurizer.type, "state": state, "files": sorted(files)}, files
 
     def _meta(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "task": self.task, "kind": self.kind,
+        meta = {"dataset": self.dataset, "task": self.task, "kind": self.kind,
                 "input_shape": list(self.input_shape), "num_outputs": self.num_outputs,
                 "class_names": self.class_names, "target_shape": list(self.target_shape), "source": self.source,
                 "feature_names": self.feature_names}
+        if self.featurizer is not None:
+            meta["featurizer"] = self._featurizer_state()[0]
+        return meta
 
     def to_files(self) -> dict[str, bytes]:
         """The files that describe this preprocessing, file name → content, in the order to write them.
 
-        ``preprocess.safetensors`` (the tensors present among mean, std, y_mean, y_std) comes first and
-        ``preprocess.json`` last: the JSON file marks a complete pair.
+        ``preprocess.safetensors`` (the tensors present among mean, std, y_mean, y_std) comes first, then
+        the featurizer's own files (e.g. a tokenizer), and ``preprocess.json`` last: the JSON file marks a
+        complete set.
 
         Example:
             >>> p = Preprocessing("toy", "regression", "tabular", (3,), 1)
@@ -142,9 +159,10 @@ class Preprocessing:
         tensors = {n: getattr(self, n).detach().cpu().contiguous() for n in _TENSORS
                    if getattr(self, n) is not None}
         blob = save(tensors)
+        _fstate, extra = self._featurizer_state()
         meta = {"format": FORMAT, **self._meta(), "tensors": sorted(tensors),
                 "tensors_sha256": hashlib.sha256(blob).hexdigest(), "dnntune": __version__}
-        return {TENSORS_NAME: blob, JSON_NAME: (json.dumps(meta, indent=2) + "\n").encode()}
+        return {TENSORS_NAME: blob, **extra, JSON_NAME: (json.dumps(meta, indent=2) + "\n").encode()}
 
     # --- reading ----------------------------------------------------------------------------------
     @classmethod
@@ -175,10 +193,10 @@ class Preprocessing:
         missing = [k for k in required if k not in meta]
         if missing:
             raise DataError(f"{jpath}: missing field(s) {', '.join(missing)}")
-        if meta["task"] not in ("classification", "regression"):
-            raise DataError(f"{jpath}: task {meta['task']!r}; allowed: classification, regression")
-        if meta["kind"] not in ("tabular", "signal", "image"):
-            raise DataError(f"{jpath}: kind {meta['kind']!r}; allowed: tabular, signal, image")
+        if meta["task"] not in TASKS:
+            raise DataError(f"{jpath}: task {meta['task']!r}; allowed: {', '.join(TASKS)}")
+        if meta["kind"] not in KINDS:
+            raise DataError(f"{jpath}: kind {meta['kind']!r}; allowed: {', '.join(KINDS)}")
         if TENSORS_NAME not in files:
             raise DataError(f"{tpath}: missing (it holds the normalization statistics {jpath} names)")
         blob = files[TENSORS_NAME]
@@ -195,7 +213,7 @@ class Preprocessing:
                 input_shape=tuple(meta["input_shape"]), num_outputs=int(meta["num_outputs"]),
                 class_names=meta.get("class_names"), target_shape=tuple(meta.get("target_shape") or ()),
                 source=str(meta.get("source", "")), feature_names=_feature_names(meta, jpath),
-                **{n: tensors.get(n) for n in _TENSORS})
+                featurizer=_featurizer(meta, files, where), **{n: tensors.get(n) for n in _TENSORS})
         if (p.mean is None) != (p.std is None):
             raise DataError(f"{tpath}: holds only one of mean and std")
         if p.mean is not None:
@@ -228,7 +246,7 @@ class Preprocessing:
         """
         run_dir = Path(run_dir)
         files = {}
-        for name in (JSON_NAME, TENSORS_NAME):
+        for name in (JSON_NAME, TENSORS_NAME, *_featurizer_files(run_dir)):
             try:
                 files[name] = (run_dir / name).read_bytes()
             except FileNotFoundError:
@@ -287,6 +305,9 @@ class Preprocessing:
             dnntune.errors.DataError: inputs: expected shape (N, 3) (toy: tabular, 3 features), got (3,); one \
 sample: add a batch dimension (x[None])
         """
+        dtype = torch.float32
+        if self.featurizer is not None:  # raw rows / texts → numeric features, as prepare() did for the splits
+            x, dtype = self.featurizer.transform(x), self.featurizer.dtype
         if isinstance(x, torch.Tensor):
             a = x.detach().cpu()
             if a.dtype == torch.bool or a.is_complex():
@@ -297,9 +318,9 @@ sample: add a batch dimension (x[None])
                 raise DataError(f"inputs: must be real numbers (got dtype {a.dtype})")
         self.check_shape(a.shape)
         if isinstance(a, torch.Tensor):
-            v = a.to(torch.float32).contiguous()
+            v = a.to(dtype).contiguous()
         else:
-            v = torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # as prepare converts a split
+            v = torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)  # as prepare converts a split
         bad = ~torch.isfinite(v)
         if bad.any():
             idx = tuple(int(i) for i in bad.nonzero()[0])
@@ -340,6 +361,33 @@ sample: add a batch dimension (x[None])
                 out = out * self.y_std.view(-1) + self.y_mean.view(-1)
         values = out.reshape(len(out), *self.target_shape)
         return Prediction(outputs=out.numpy(), values=values.numpy())
+
+
+def _featurizer_files(run_dir: Path) -> list[str]:
+    """The extra files preprocess.json's featurizer names (read before the JSON is validated: a broken JSON
+    file is reported by ``from_files``)."""
+    try:
+        meta = json.loads((run_dir / JSON_NAME).read_text())
+        names = meta["featurizer"]["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [n for n in names if isinstance(n, str) and n == Path(n).name and n not in (JSON_NAME, TENSORS_NAME)]
+
+
+def _featurizer(meta: dict, files: dict[str, bytes], where: str) -> Featurizer | None:
+    """The fitted featurizer preprocess.json describes (None for plain numeric data)."""
+    desc = meta.get("featurizer")
+    if desc is None:
+        return None
+    jpath = f"{where}/{JSON_NAME}"
+    if not isinstance(desc, dict) or desc.get("type") not in FEATURIZERS:
+        kind = desc.get("type") if isinstance(desc, dict) else desc
+        raise DataError(f"{jpath}: featurizer {kind!r} is not known to this dnntune; known: "
+                        f"{', '.join(sorted(FEATURIZERS)) or '(none)'}")
+    missing = [n for n in desc.get("files") or [] if n not in files]
+    if missing:
+        raise DataError(f"{where}/{missing[0]}: missing (the featurizer in {jpath} needs it)")
+    return FEATURIZERS[desc["type"]].from_state(desc.get("state") or {}, {n: files[n] for n in desc.get("files") or []})
 
 
 def _feature_names(meta: dict, jpath: str) -> list[str] | None:

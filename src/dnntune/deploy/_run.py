@@ -179,7 +179,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     recipe = _load_recipe(run_dir / RECIPE)
     pre = Preprocessing.load(run_dir)
     dev = _device(device)
-    spec = InputSpec(pre.kind, pre.input_shape, pre.dataset)
+    spec = InputSpec(pre.kind, pre.input_shape, pre.dataset, pre.input_info)
     try:
         model = build_model(recipe.model, spec, pre.num_outputs)
     except ConfigError as e:

@@ -98,7 +98,7 @@ class Trainer:
             self.data = load_data(r.data, r.seed)
         data = self.data
         self.device = resolve_device(r.train.device)
-        spec = InputSpec(data.kind, data.input_shape, data.name)
+        spec = InputSpec(data.kind, data.input_shape, data.name, data.input_info)
         self.model = build_model(r.model, spec, data.num_outputs).to(self.device)
         self.loss_fn = build_loss(r.loss, data.task, data.num_outputs)
         self.optimizer = build_optimizer(r.optim, self.model, self.param_group_fn)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from torch import nn
 
@@ -18,11 +18,14 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tan
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model family needs to know about its input: kind and per-sample shape."""
+    """What a model family needs to know about its input: kind and per-sample shape, and ``info``: what a
+    featurizer learned that the model must match (``Data.input_info``: categorical columns and their levels,
+    vocabulary size and padding id; empty for plain numeric data)."""
 
-    kind: Literal["tabular", "signal", "image"]
+    kind: Literal["tabular", "signal", "image", "sequence"]
     shape: tuple[int, ...]
     name: str = "data"
+    info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def flat_size(self) -> int:
