@@ -1,7 +1,8 @@
 """Augmentation on whole batches with per-sample random parameters (no per-sample Python).
 
 Signals (N, C, L): shift, scale, noise. Images (N, C, H, W): see ``_image_ops``. Both: mixup and
-cutmix, which turn class-index targets into class-probability targets for that batch.
+cutmix, which turn class-index targets into class-probability targets for that batch (multi-label 0/1 vectors
+are mixed as they are).
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ def build_augmenter(section, data) -> Augmenter | None:
         bad = sorted(on & set(SIGNAL_KEYS))[0]
         raise ConfigError(f"augment.{bad}: is for signals; {data.name} is an image: use crop, flip, rotate, "
                           f"zoom, cutout")
-    if (section.mixup or section.cutmix) and data.task != "classification":
-        raise ConfigError("augment.mixup: mixup and cutmix need a classification dataset")
+    if (section.mixup or section.cutmix) and data.task == "regression":  # multi-label: the 0/1 vectors mix
+        raise ConfigError("augment.mixup: mixup and cutmix need a classification or multi-label dataset")
     if section.cutmix and data.kind == "tabular":
         raise ConfigError("augment.cutmix: needs signals or images")
     ops: list[Callable[[torch.Tensor], torch.Tensor]] = []

@@ -132,3 +132,25 @@ def synthetic(knobs: SyntheticKnobs) -> RawData:
                            noise=knobs.noise, random_state=knobs.seed)
     y = (y - y.mean()) / y.std()
     return RawData(x.astype(np.float32), y.astype(np.float32), "regression", "tabular", source="make_regression")
+
+
+class MultilabelKnobs(Knobs):
+    n_samples: int = Field(1000, ge=10)
+    n_features: int = Field(20, ge=1)
+    n_labels: int = Field(5, ge=2, description="labels (outputs) K")
+    avg_labels: int = Field(2, ge=1, description="average number of labels per sample")
+    allow_unlabeled: bool = Field(True, description="samples may have no label at all")
+    seed: int = Field(0, ge=0)
+
+
+@DATASETS.register("multilabel", MultilabelKnobs, task="multilabel", kind="tabular")
+def multilabel(knobs: MultilabelKnobs) -> RawData:
+    """Synthetic multi-label tabular data (scikit-learn's make_multilabel_classification): counts of words per
+    sample, K labels named label_0 ... label_{K-1}; for tests and examples, no download."""
+    from sklearn.datasets import make_multilabel_classification
+
+    x, y = make_multilabel_classification(
+        n_samples=knobs.n_samples, n_features=knobs.n_features, n_classes=knobs.n_labels,
+        n_labels=knobs.avg_labels, allow_unlabeled=knobs.allow_unlabeled, random_state=knobs.seed)
+    return RawData(x.astype(np.float32), y.astype(np.float32), "multilabel", "tabular",
+                   class_names=[f"label_{k}" for k in range(knobs.n_labels)], source="make_multilabel_classification")

@@ -147,7 +147,8 @@ class Data:
 
     def describe(self) -> str:
         shape = "×".join(str(s) for s in self.input_shape)
-        what = f"{self.num_outputs} classes" if self.task == "classification" else "regression"
+        what = {"classification": f"{self.num_outputs} classes",
+                "multilabel": f"{self.num_outputs} labels (multi-label)"}.get(self.task, "regression")
         return (f"{self.name}: {self.kind} {shape}, {what}; "
                 f"train {len(self.train)} / val {len(self.val)} / test {len(self.test)}")
 
@@ -215,9 +216,34 @@ def _checked(raw: RawData, name: str) -> tuple[np.ndarray, np.ndarray]:
         _check_finite(name, x, "inputs")
     if raw.task != "classification":  # regression values, multi-label 0/1 indicators
         _check_finite(name, y, "targets")
+    if raw.task == "multilabel":
+        _check_multilabel(name, y, raw.class_names)
     elif not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{name}: classification targets must be integer class indices")
     return x, y
+
+
+def _check_multilabel(name: str, y: np.ndarray, label_names: list[str] | None) -> None:
+    """Multi-label targets: (N, K) with K >= 2 labels, every value 0 or 1, one name per label if named."""
+    if y.ndim != 2 or y.shape[1] < 2:
+        raise DataError(f"{name}: multi-label targets must be 0/1 indicators of shape (N, K) with K >= 2 labels, "
+                        f"got shape {tuple(y.shape)}; a single 0/1 label is task: classification")
+    bad = ~np.isin(y, (0, 1))
+    if bad.any():
+        i, k = (int(v) for v in np.argwhere(bad)[0])
+        raise DataError(f"{name}: multi-label targets must be 0 or 1; sample {i}, label {k} is {y[i, k]!r}")
+    if label_names is not None and len(label_names) != y.shape[1]:
+        raise DataError(f"{name}: {len(label_names)} label names for {y.shape[1]} labels")
+
+
+def _check_labels_in_training(name: str, y_train: np.ndarray, label_names: list[str] | None) -> None:
+    """Every label of a multi-label dataset must occur in the training split: a label the model never sees
+    positive can only be learned as "never", and its threshold and F1 mean nothing."""
+    absent = np.flatnonzero(np.asarray(y_train).sum(0) == 0)
+    if len(absent):
+        names = [label_names[k] if label_names else str(k) for k in absent]
+        raise DataError(f"{name}: label(s) {', '.join(map(repr, names))} never occur in the training split "
+                        f"({len(y_train)} samples); drop those labels or add samples that have them")
 
 
 def _partition(raw: RawData, x, y, section, seed: int, fold: tuple[int, int] | None) -> tuple:
@@ -276,6 +302,8 @@ def prepare(raw: RawData, section, seed: int, fold: tuple[int, int] | None = Non
     x, y = _checked(raw, name)
     classification = raw.task == "classification"
     x_train, x_val, x_test, y_train, y_val, y_test = _partition(raw, x, y, section, seed, fold)
+    if raw.task == "multilabel":
+        _check_labels_in_training(name, y_train, raw.class_names)
     kind, fz, xdt = raw.kind, raw.featurizer, torch.float32
     if fz is not None:  # learned on this training split only, then applied to every split
         fz = fz.fit(x_train, y_train)

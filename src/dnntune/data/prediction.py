@@ -16,8 +16,11 @@ class Prediction:
             target's own units for regression (the target scaling undone).
         indices: classification: the predicted class index per sample, (N,) int64.
         labels: classification: the predicted class name per sample (the index as text when the dataset
-            has no class names).
-        probabilities: classification: the softmax of the outputs, (N, num_classes) float32.
+            has no class names); multi-label: per sample the list of the names of the labels decided present.
+        probabilities: classification: the softmax of the outputs, (N, num_classes) float32; multi-label:
+            the sigmoid of each label's output, (N, K) float32.
+        decisions: multi-label: 0/1 per sample and label (probability ≥ the run's threshold of the label),
+            (N, K) int64.
         values: regression: the predicted values in the target's shape, (N,) for one target, else (N, K).
     """
 
@@ -26,6 +29,7 @@ class Prediction:
     labels: list[str] | None = None
     probabilities: np.ndarray | None = None
     values: np.ndarray | None = None
+    decisions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.outputs)

@@ -9,7 +9,8 @@ A run folder (``dnntune train``, each trial, a study's ``best/``) holds two file
 - ``preprocess.json``: the dataset name, the input kind and per-sample shape, the task, the number of
   outputs, the class names, the feature (column) names of tabular data read from a CSV, the target shape
   and which tensors the ``.safetensors`` file holds (with its SHA-256, so a pair written by two different
-  runs is refused). It is written last: it marks the pair as complete.
+  runs is refused); for multi-label runs the per-label decision ``thresholds`` (chosen on the validation
+  split). It is written last: it marks the pair as complete.
 
 :class:`Preprocessing` applies them exactly as training did: :meth:`Preprocessing.transform_inputs`
 normalizes raw inputs as ``data.core.prepare`` normalizes a split (bit-identical), and
@@ -71,6 +72,7 @@ class Preprocessing:
     source: str = ""
     feature_names: list[str] | None = None
     featurizer: Featurizer | None = field(default=None, repr=False)  # raw inputs → model inputs (fitted)
+    thresholds: list[float] | None = None  # multi-label: per-label decision thresholds on sigmoid(logit)
 
     @property
     def input_info(self) -> dict:
@@ -82,6 +84,8 @@ class Preprocessing:
         self.target_shape = tuple(int(s) for s in self.target_shape)
         if self.feature_names is not None:
             self.feature_names = [str(n) for n in self.feature_names]
+        if self.thresholds is not None:
+            self.thresholds = [float(t) for t in self.thresholds]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Preprocessing):
@@ -96,12 +100,13 @@ class Preprocessing:
 
     # --- building and saving ----------------------------------------------------------------------
     @classmethod
-    def from_data(cls, data: Data) -> Preprocessing:
+    def from_data(cls, data: Data, thresholds: list[float] | None = None) -> Preprocessing:
         """The preprocessing of a prepared dataset (its training-split statistics).
 
         Args:
             data: what ``load_data`` / ``prepare`` returned (for the final retrain on train+val, the merged
                 data: its statistics are still those of the training split).
+            thresholds: multi-label: the run's per-label decision thresholds (``Trainer.fit_thresholds``).
 
         Returns:
             The dataset's input spec, task, outputs, class names, normalization and target scaling.
@@ -123,7 +128,7 @@ class Preprocessing:
                    target_shape=tuple(data.train.y.shape[1:]) if data.task == "regression" else (),
                    mean=cpu(data.mean), std=cpu(data.std), y_mean=cpu(data.y_mean), y_std=cpu(data.y_std),
                    source=str(data.info.get("source", "")), feature_names=data.feature_names,
-                   featurizer=data.featurizer)
+                   featurizer=data.featurizer, thresholds=thresholds)
 
     def _featurizer_state(self) -> tuple[dict[str, Any] | None, dict[str, bytes]]:
         if self.featurizer is None:
@@ -138,6 +143,8 @@ class Preprocessing:
                 "feature_names": self.feature_names}
         if self.featurizer is not None:
             meta["featurizer"] = self._featurizer_state()[0]
+        if self.thresholds is not None:
+            meta["thresholds"] = self.thresholds
         return meta
 
     def to_files(self) -> dict[str, bytes]:
@@ -213,7 +220,8 @@ class Preprocessing:
                 input_shape=tuple(meta["input_shape"]), num_outputs=int(meta["num_outputs"]),
                 class_names=meta.get("class_names"), target_shape=tuple(meta.get("target_shape") or ()),
                 source=str(meta.get("source", "")), feature_names=_feature_names(meta, jpath),
-                featurizer=_featurizer(meta, files, where), **{n: tensors.get(n) for n in _TENSORS})
+                featurizer=_featurizer(meta, files, where), thresholds=_thresholds(meta, jpath),
+                **{n: tensors.get(n) for n in _TENSORS})
         if (p.mean is None) != (p.std is None):
             raise DataError(f"{tpath}: holds only one of mean and std")
         if p.mean is not None:
@@ -258,8 +266,9 @@ class Preprocessing:
     # --- applying ---------------------------------------------------------------------------------
     @property
     def labels(self) -> list[str] | None:
-        """Classification: the name of each class index (the index as text where the dataset has none)."""
-        if self.task != "classification":
+        """Classification: the name of each class index; multi-label: of each label (the index as text where the
+        dataset has none)."""
+        if self.task not in ("classification", "multilabel"):
             return None
         names = list(self.class_names or [])
         return names[:self.num_outputs] + [str(i) for i in range(len(names), self.num_outputs)]
@@ -334,7 +343,9 @@ sample: add a batch dimension (x[None])
         """Model outputs (N, num_outputs) as a :class:`Prediction`.
 
         Classification: softmax probabilities, the predicted index (argmax of the outputs) and its class
-        name. Regression: the target scaling undone exactly as the trainer's evaluation undoes it
+        name. Multi-label: per-label sigmoid probabilities, the 0/1 ``decisions`` (probability ≥ the run's
+        threshold of that label, 0.5 without saved thresholds) and the names of the labels decided per sample.
+        Regression: the target scaling undone exactly as the trainer's evaluation undoes it
         (``out * y_std + y_mean``), in the target's shape.
 
         Example:
@@ -349,6 +360,8 @@ sample: add a batch dimension (x[None])
             out = out[:, None]
         if out.ndim != 2 or out.shape[1] != self.num_outputs:
             raise DataError(f"outputs: expected shape (N, {self.num_outputs}), got {tuple(out.shape)}")
+        if self.task == "multilabel":
+            return multilabel_prediction(out, self.labels or [], self.thresholds)
         if self.task == "classification":
             labels = self.labels or []
             idx = out.argmax(1) if len(out) else torch.empty(0, dtype=torch.long)
@@ -388,6 +401,34 @@ def _featurizer(meta: dict, files: dict[str, bytes], where: str) -> Featurizer |
     if missing:
         raise DataError(f"{where}/{missing[0]}: missing (the featurizer in {jpath} needs it)")
     return FEATURIZERS[desc["type"]].from_state(desc.get("state") or {}, {n: files[n] for n in desc.get("files") or []})
+
+
+def multilabel_prediction(out, names: list[str], thresholds: list[float] | None) -> Prediction:
+    """Multi-label logits (N, K) → probabilities, decisions with the thresholds and the decided label names.
+
+    The decisions are :func:`dnntune.engine.metrics.decide` (float32 sigmoid ≥ threshold), exactly as the
+    trainer's metrics take them, so predictions reproduce the run's test metrics. Works on numpy (onnxruntime)
+    and torch outputs alike.
+    """
+    from ..engine.metrics import decide, sigmoid32
+
+    logits = torch.as_tensor(out).float()
+    decisions = decide(logits, thresholds).numpy()
+    return Prediction(outputs=logits.numpy(), probabilities=sigmoid32(logits).numpy(), decisions=decisions,
+                      labels=[[names[k] for k in row.nonzero()[0]] for row in decisions])
+
+
+def _thresholds(meta: dict, jpath: str) -> list[float] | None:
+    """``thresholds`` of a preprocess.json: absent, or one number in [0, 1] per output of a multi-label run."""
+    t = meta.get("thresholds")
+    if t is None:
+        return None
+    n = meta["num_outputs"]
+    if not (meta["task"] == "multilabel" and isinstance(t, list) and len(t) == n
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in t)):
+        raise DataError(f"{jpath}: thresholds must be a list of {n} numbers in [0, 1], one per label of a "
+                        f"multi-label run")
+    return [float(v) for v in t]
 
 
 def _feature_names(meta: dict, jpath: str) -> list[str] | None:

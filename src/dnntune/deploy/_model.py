@@ -12,12 +12,13 @@ class ModelOfRun:
 
     @property
     def task(self) -> str:
-        """``classification`` or ``regression``."""
+        """``classification``, ``regression`` or ``multilabel``."""
         return self.preprocessing.task
 
     @property
     def class_names(self) -> list[str] | None:
-        """Classification: the name of each class index (the index as text if the dataset has none)."""
+        """Classification: the name of each class index; multi-label: of each label (the index as text if the
+        dataset has none)."""
         return self.preprocessing.labels
 
     @property

@@ -140,7 +140,8 @@ class OnnxRun(ModelOfRun):
 
     def __repr__(self) -> str:
         p = self.preprocessing
-        what = f"{p.num_outputs} classes" if p.task == "classification" else "regression"
+        what = {"classification": f"{p.num_outputs} classes", "multilabel": f"{p.num_outputs} labels"}.get(
+            p.task, "regression")
         return (f"OnnxRun({str(self.path)!r}: {p.dataset} ({p.kind} {'×'.join(map(str, p.input_shape))}, {what}), "
                 f"{self.providers[0]})")
 

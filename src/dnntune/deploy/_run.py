@@ -78,7 +78,8 @@ class LoadedRun(ModelOfRun):
 
     def __repr__(self) -> str:
         p = self.preprocessing
-        what = f"{p.num_outputs} classes" if p.task == "classification" else "regression"
+        what = {"classification": f"{p.num_outputs} classes", "multilabel": f"{p.num_outputs} labels"}.get(
+            p.task, "regression")
         return (f"LoadedRun({str(self.path)!r}: {self.recipe.model.family} on {p.dataset} "
                 f"({p.kind} {'×'.join(map(str, p.input_shape))}, {what}), device {self.device})")
 

@@ -1,4 +1,5 @@
-"""Loss registry. Targets are class indices (N,) or class probabilities (N, C) (mixup, distillation)."""
+"""Loss registry. Targets are class indices (N,) or class probabilities (N, C) (mixup, distillation); multi-label:
+0/1 label vectors (N, K) (mixed vectors under mixup)."""
 
 from __future__ import annotations
 
@@ -38,15 +39,38 @@ def cross_entropy(knobs: SmoothingKnobs, num_outputs: int, task: str) -> LossFn:
     return loss
 
 
-@LOSSES.register("bce", SmoothingKnobs, tasks=("classification",))
-def bce(knobs: SmoothingKnobs, num_outputs: int, task: str) -> LossFn:
-    """Binary cross-entropy per class (one-vs-rest sigmoid outputs) against one-hot targets."""
+class BCEKnobs(SmoothingKnobs):
+    pos_weight: float | list[float] | None = Field(
+        None, description="multi-label: weight of the positive samples, one number or one per label (> 1 favours "
+        "recall of rare labels); None: 1")
+
+
+@LOSSES.register("bce", BCEKnobs, tasks=("classification", "multilabel"))
+def bce(knobs: BCEKnobs, num_outputs: int, task: str) -> LossFn:
+    """Binary cross-entropy per output (sigmoid outputs): against one-hot targets (classification, one-vs-rest)
+    or the 0/1 label vectors of a multi-label dataset (mixup: mixed vectors)."""
     s = knobs.label_smoothing
+    if task == "multilabel" and s > 0:
+        raise ConfigError("loss.label_smoothing: is for single-label classification; a multi-label dataset has "
+                          "independent 0/1 labels: set it to 0")
+    weight = _pos_weight(knobs.pos_weight, num_outputs)
 
     def loss(logits, y):
-        return F.binary_cross_entropy_with_logits(logits.float(), soft_targets(y, num_outputs, s))
+        target = y.float() if task == "multilabel" else soft_targets(y, num_outputs, s)
+        pw = None if weight is None else weight.to(logits.device)
+        return F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pw)
 
     return loss
+
+
+def _pos_weight(value, num_outputs: int) -> torch.Tensor | None:
+    """``loss.pos_weight`` as a (num_outputs,) tensor, or None."""
+    if value is None:
+        return None
+    w = [float(value)] * num_outputs if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(w) != num_outputs or min(w) <= 0:
+        raise ConfigError(f"loss.pos_weight: one positive number or {num_outputs} (one per output), got {value!r}")
+    return torch.tensor(w)
 
 
 class KLKnobs(Knobs):
@@ -128,9 +152,9 @@ def huber(knobs: HuberKnobs, num_outputs: int, task: str) -> LossFn:
     return loss
 
 
-@LOSSES.register("auto", NoKnobs, tasks=("classification", "regression"))
+@LOSSES.register("auto", NoKnobs, tasks=("classification", "regression", "multilabel"))
 def auto(knobs: NoKnobs, num_outputs: int, task: str) -> LossFn:
-    """cross_entropy for classification, mse for regression (chosen by build_loss)."""
+    """cross_entropy for classification, mse for regression, bce for multi-label (chosen by build_loss)."""
     raise AssertionError("resolved by build_loss")
 
 
@@ -138,7 +162,7 @@ def build_loss(section, task: str, num_outputs: int) -> LossFn:
     """The loss named in a validated ``loss:`` section, checked against the task."""
     name = section.name
     if name == "auto":
-        name = "cross_entropy" if task == "classification" else "mse"
+        name = {"classification": "cross_entropy", "multilabel": "bce"}.get(task, "mse")
         entry = LOSSES.get(name)
         return entry.builder(entry.knobs(), num_outputs, task)
     entry = LOSSES.get(name, "loss.name")

@@ -41,8 +41,11 @@ def run_files(result: RunResult, trainer, **summary_extra) -> dict[str, bytes | 
     summary = result.summary()
     summary.update({"metric": trainer.metric, "direction": trainer.direction, "data": trainer.data.describe(),
                     "env": environment(trainer.device), **summary_extra})
+    thresholds = getattr(trainer, "thresholds", None)  # multi-label: chosen on validation (Trainer.fit_thresholds)
+    if thresholds is not None:
+        summary["thresholds"] = {"values": thresholds, "from": trainer.thresholds_from}
     files = {"model.safetensors": weights_bytes(result.model), "recipe.yaml": result.recipe.to_yaml(),
-             **Preprocessing.from_data(trainer.data).to_files()}
+             **Preprocessing.from_data(trainer.data, thresholds).to_files()}
     if result.history:
         keys = list(dict.fromkeys(k for h in result.history for k in h))
         lines = [",".join(keys)] + [",".join("" if h.get(k) is None else repr(h.get(k)) for k in keys)

@@ -28,7 +28,7 @@ from ..models import InputSpec, build_model, count_params
 from . import checkpoint as ckpt
 from .callbacks import EpochEnd, StopFit, hooked
 from .losses import build_loss
-from .metrics import compute_metrics, default_metric, direction, is_better, tie_loss
+from .metrics import choose_thresholds, compute_metrics, default_metric, direction, is_better, tie_loss
 from .optim import ParamGroupFn, build_optimizer, weight_penalty_params
 from .result import RunResult, run_files
 from .runtime import predict, recipe_hash, resolve_device, rng_state, seed_everything, set_rng_state
@@ -64,12 +64,15 @@ class Trainer:
     optimizer groups (see :func:`~dnntune.engine.optim.build_optimizer`). ``replay``: with no validation split
     (the final retrain on train+val, or ``data.val_fraction: 0``), the epochs at which the validation metric
     improved in an earlier run of the recipe (its curves' ``improved`` column), so ``schedule.name: plateau``
-    and ``train.batch_growth.on_plateau`` act at the same epochs as in that run.
+    and ``train.batch_growth.on_plateau`` act at the same epochs as in that run. ``thresholds``: multi-label, with
+    no validation split: ``(per-label thresholds, where they were chosen)`` to use instead of 0.5 (the final
+    retrain: the best trial's, chosen on its validation split); see :meth:`fit_thresholds`.
     """
 
     def __init__(self, recipe: Recipe, data: Data | None = None, out_dir: str | Path | None = None,
                  on_epoch_end: EpochHook | None = None, evaluate_test: bool = True, resume: bool = True,
-                 replay: list[bool] | None = None, callbacks=(), param_groups: ParamGroupFn | None = None):
+                 replay: list[bool] | None = None, callbacks=(), param_groups: ParamGroupFn | None = None,
+                 thresholds: tuple[list[float], str] | None = None):
         self.recipe = recipe
         self.data = data
         self.out_dir = Path(out_dir) if out_dir else None
@@ -81,6 +84,9 @@ class Trainer:
         self.model: nn.Module | None = None
         self.loss: torch.Tensor | None = None  # the current step's loss, for after_backward callbacks
         self._after_backward: list = []
+        self.given_thresholds = thresholds
+        self.thresholds: list[float] | None = None  # multi-label decisions: 0.5 until fit_thresholds()
+        self.thresholds_from: str | None = None
 
     def add_callback(self, callback) -> None:
         self.callbacks.append(callback)
@@ -191,7 +197,8 @@ class Trainer:
         if d.y_std is not None:  # back to the target's own units
             out = out * d.y_std + d.y_mean if out.ndim == y.ndim else out * d.y_std.view(-1) + d.y_mean.view(-1)
             y = y * d.y_std + d.y_mean
-        res = compute_metrics(d.task, out, y, d.num_outputs, confusion=confusion) if math.isfinite(loss) else {}
+        res = (compute_metrics(d.task, out, y, d.num_outputs, confusion=confusion, thresholds=self.thresholds)
+               if math.isfinite(loss) else {})
         res["loss"] = loss
         return res
 
@@ -345,11 +352,35 @@ class Trainer:
                       "elapsed": s.elapsed + time.perf_counter() - t0, **rng_state(self.device)})
         ckpt.save_checkpoint(path, state)
 
+    def fit_thresholds(self) -> None:
+        """Multi-label: the per-label decision thresholds of the final model, which the train/val/test metrics
+        after the fit, the run folder (``preprocess.json``) and so ``predict`` / ``serve`` use.
+
+        Chosen on the validation split only (each label's best F1, :func:`~dnntune.engine.metrics.
+        choose_thresholds`), never on training or test samples. Without a validation split: the thresholds
+        given to the Trainer (the final retrain on train+val: the best trial's, chosen on its validation
+        split), else 0.5 for every label.
+        """
+        d = self.data
+        if d.task != "multilabel":
+            return
+        if len(d.val) > 0:
+            out = predict(self.model, d.val.x, self.recipe.train.eval_batch_size, self.device)
+            self.thresholds, self.thresholds_from = choose_thresholds(out, d.val.y), "validation split"
+        elif self.given_thresholds is not None:
+            values, where = self.given_thresholds
+            if len(values) != d.num_outputs:
+                raise ConfigError(f"thresholds: {len(values)} given for {d.num_outputs} labels ({where})")
+            self.thresholds, self.thresholds_from = [float(v) for v in values], where
+        else:
+            self.thresholds, self.thresholds_from = [0.5] * d.num_outputs, "default 0.5 (no validation split)"
+
     def _finish(self, t0: float, stopped: str) -> RunResult:
         """Restore the best epoch's weights, evaluate once per split, write the run folder."""
         s, data = self.state, self.data
         if s.best_state is not None and self.recipe.train.early_stopping.restore_best:
             self.model.load_state_dict(s.best_state)
+        self.fit_thresholds()
         metrics = {"train": self.evaluate(data.train)}
         if len(data.val) > 0:
             metrics["val"] = self.evaluate(data.val, confusion=True)
