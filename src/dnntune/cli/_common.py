@@ -53,7 +53,8 @@ def _print_metrics(summary: dict, out_dir: Path | None, quiet: bool) -> None:
 
     con = _console(stderr=False)
     metrics = summary["metrics"]
-    shown = ("accuracy", "balanced_accuracy", "f1_macro", "loss", "mse", "mae", "r2")
+    shown = ("accuracy", "balanced_accuracy", "average_precision", "f1_micro", "f1_macro", "subset_accuracy", "loss",
+             "mse", "mae", "r2")
     keys = [k for k in next(iter(metrics.values())) if k in shown]
     table = Table(title=f"{summary['epochs']} epochs, {summary['params']:,} parameters, "
                         f"{summary['wall_seconds']:.1f} s")

@@ -76,7 +76,7 @@ def add_commands(sub) -> None:
                    "or a folder of images")
     p.add_argument("--out", metavar="FILE", help="write the predictions as CSV to FILE")
     p.add_argument("--proba", action="store_true", help="classification: add one probability column per class "
-                   "(p_<class>)")
+                   "(p_<class>); multi-label: one per label")
     p.add_argument("--batch-size", type=_positive_int, default=512, dest="batch_size", metavar="N",
                    help="samples per forward pass (default 512)")
     p.add_argument("--json", action="store_true", help="print the predictions as a JSON list of objects")

@@ -20,7 +20,7 @@ from ..errors import DataError
 from ..registry import Knobs
 from .core import DATASETS, RawData
 
-TaskKnob = Literal["auto", "classification", "regression"]
+TaskKnob = Literal["auto", "classification", "regression", "multilabel"]
 
 # "auto" picks classification for integer targets with at most this many distinct values ...
 MAX_AUTO_CLASSES = 50
@@ -62,11 +62,15 @@ def auto_task(y: np.ndarray) -> Literal["classification", "regression"]:
 
 
 def _targets(where: str, task: TaskKnob, y: np.ndarray, y_test: np.ndarray | None = None):
-    """Resolve the task and encode targets: class indices (sorted labels) or float32 values.
+    """Resolve the task and encode targets: class indices (sorted labels), float32 values or multi-label 0/1
+    float32 (N, K) (``task: multilabel``, or ``auto`` for several 0/1 columns that are not all one-hot).
 
     Returns ``(task, y, y_test, class_names)``.
     """
     both = y if y_test is None else np.concatenate([y, y_test])
+    if task == "multilabel" or (task == "auto" and _looks_multilabel(both)):
+        return ("multilabel", _indicators(where, y), None if y_test is None else _indicators(where, y_test),
+                [str(k) for k in range(both.shape[1])] if both.ndim == 2 else None)
     if task == "auto":
         task = auto_task(both)
     numeric = np.issubdtype(both.dtype, np.number) or both.dtype == bool
@@ -94,6 +98,25 @@ def _targets(where: str, task: TaskKnob, y: np.ndarray, y_test: np.ndarray | Non
     return task, to_idx(y), to_idx(y_test), names
 
 
+def _looks_multilabel(y: np.ndarray) -> bool:
+    """``task: auto`` on an array target: several columns of 0/1 values whose rows are not all one-hot."""
+    if y.ndim != 2 or y.shape[1] < 2 or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+        return False
+    return bool(np.isin(y, (0, 1)).all() and not (y.sum(axis=1) == 1).all())
+
+
+def _indicators(where: str, y: np.ndarray) -> np.ndarray:
+    """Multi-label targets (N, K) of 0/1 as float32; a DataError naming the first other value."""
+    if y.ndim != 2 or y.shape[1] < 2:
+        raise DataError(f"{where}: task multilabel needs 0/1 targets of shape (N, K) with K >= 2 labels, got shape "
+                        f"{tuple(y.shape)}")
+    ok = np.isin(y, (0, 1)) if (np.issubdtype(y.dtype, np.number) or y.dtype == bool) else np.zeros(y.shape, bool)
+    if not ok.all():
+        i, k = (int(v) for v in np.argwhere(~ok)[0])
+        raise DataError(f"{where}: task multilabel needs 0/1 values; sample {i}, label {k} is {y[i, k]!r}")
+    return y.astype(np.float32)
+
+
 def _is_number(v) -> bool:
     try:
         float(v)
@@ -116,10 +139,14 @@ def _check_finite(where: str, a: np.ndarray, what: str) -> None:
 
 class CSVKnobs(Knobs):
     path: str = Field(..., description="CSV file with a header row")
-    target: str = Field(..., description="name of the target column")
+    target: str | tuple[str, ...] = Field(..., description="name of the target column; multi-label: one column "
+                                         "of label lists, or a list of 0/1 columns, one per label")
     delimiter: str = Field(",", min_length=1, max_length=1, description="field separator, e.g. ';' or '\\t'")
-    task: TaskKnob = Field("auto", description="auto: classification for text or few whole-number labels")
+    task: TaskKnob = Field("auto", description="auto: classification for text or few whole-number labels, "
+                           "multilabel for several 0/1 target columns")
     features: tuple[str, ...] | None = Field(None, description="feature columns (default: all but target)")
+    label_separator: str = Field(";", min_length=1, description="multi-label list column: separates the labels of "
+                                 "a cell, e.g. 'a;c' (an empty cell: no label)")
 
 
 def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[list[str]], list[int]]:
@@ -184,21 +211,29 @@ def csv_file(knobs: CSVKnobs) -> RawData:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     header, rows, lines = _read_csv(path, knobs.delimiter)
-    if knobs.target not in header:
-        hint = (f"; only one column was found: is the delimiter {knobs.delimiter!r} right?"
-                if len(header) == 1 else "")
-        raise DataError(f"{path}: no target column {knobs.target!r}; columns: {', '.join(header)}{hint}")
-    features = list(knobs.features) if knobs.features is not None else [c for c in header if c != knobs.target]
+    targets = [knobs.target] if isinstance(knobs.target, str) else list(knobs.target)
+    for target in targets:
+        if target not in header:
+            hint = (f"; only one column was found: is the delimiter {knobs.delimiter!r} right?"
+                    if len(header) == 1 else "")
+            raise DataError(f"{path}: no target column {target!r}; columns: {', '.join(header)}{hint}")
+    features = list(knobs.features) if knobs.features is not None else [c for c in header if c not in targets]
     missing = [c for c in features if c not in header]
     if missing:
         raise DataError(f"{path}: no feature column(s) {', '.join(map(repr, missing))}; columns: "
                         f"{', '.join(header)}")
-    if knobs.target in features:
-        raise DataError(f"{path}: the target column {knobs.target!r} is also listed in features")
+    if set(targets) & set(features):
+        raise DataError(f"{path}: the target column {sorted(set(targets) & set(features))[0]!r} is also listed in "
+                        f"features")
     if not features:
         raise DataError(f"{path}: no feature columns besides the target {knobs.target!r}")
     columns = list(zip(*rows))
     x = np.stack([_numeric_column(path, c, list(columns[header.index(c)]), lines) for c in features], axis=1)
+    multi = _csv_multilabel(path, knobs, targets, {c: list(columns[header.index(c)]) for c in targets}, lines)
+    if multi is not None:
+        y, names = multi
+        return RawData(x.astype(np.float32), y, "multilabel", "tabular", class_names=names, source=str(path),
+                       feature_names=features)
 
     target_cells = list(columns[header.index(knobs.target)])
     empty = [i for i, c in enumerate(target_cells) if c.lower() in MISSING]
@@ -216,14 +251,72 @@ def csv_file(knobs: CSVKnobs) -> RawData:
                    feature_names=features)
 
 
+def _csv_multilabel(path: Path, knobs: CSVKnobs, targets: list[str], cells: dict[str, list[str]],
+                    lines: list[int]) -> tuple[np.ndarray, list[str]] | None:
+    """The multi-label targets of a CSV file and the label names, or None for a single-label target.
+
+    Several target columns: one 0/1 column per label (named by its column), for ``task: multilabel`` or
+    ``auto``. One target column with ``task: multilabel``: a list of labels per cell, split at
+    ``label_separator`` (an empty cell has no label), the label names sorted.
+    """
+    if len(targets) > 1:
+        if knobs.task not in ("auto", "multilabel"):
+            raise DataError(f"{path}: several target columns ({', '.join(targets)}) are for task: multilabel (one 0/1 "
+                            f"column per label), not {knobs.task}")
+        return np.stack([_zero_one_column(path, c, cells[c], lines) for c in targets], axis=1), targets
+    if knobs.task != "multilabel":
+        return None
+    return _label_lists(path, targets[0], cells[targets[0]], lines, knobs.label_separator)
+
+
+def _zero_one_column(path: Path, name: str, cells: list[str], lines: list[int]) -> np.ndarray:
+    """One label's 0/1 column (``0``/``1``, also ``0.0``/``1.0``, ``true``/``false``) as float32."""
+    words = {"0": 0.0, "1": 1.0, "false": 0.0, "true": 1.0}
+    out = np.empty(len(cells), np.float32)
+    for i, c in enumerate(cells):
+        v = words.get(c.lower())
+        if v is None and _is_number(c) and float(c) in (0.0, 1.0):
+            v = float(c)
+        if v is None:
+            raise DataError(f"{path}: multi-label target column {name!r} must hold 0 or 1, found {c!r} at line "
+                            f"{lines[i]}")
+        out[i] = v
+    return out
+
+
+def _label_lists(path: Path, name: str, cells: list[str], lines: list[int], sep: str):
+    """A column of label lists (``a;c``, empty: none) → (N, K) 0/1 float32 and the sorted label names."""
+    if all(c in ("0", "1") for c in cells):
+        raise DataError(f"{path}: multi-label target {name!r} is one 0/1 column; multi-label needs several 0/1 "
+                        f"columns (target: [a, b, ...]) or one column of label lists; one 0/1 label is task: "
+                        f"classification")
+    lists = [[t.strip() for t in c.split(sep)] if c else [] for c in cells]
+    for i, labels in enumerate(lists):
+        if any(t == "" for t in labels):
+            raise DataError(f"{path}: column {name!r} has an empty label in {cells[i]!r} at line {lines[i]} (labels "
+                            f"are separated by {sep!r}; an empty cell means no label)")
+    names = sorted({t for labels in lists for t in labels})
+    if len(names) < 2:
+        found = f"only the label {names[0]!r}" if names else "no label at all"
+        raise DataError(f"{path}: multi-label column {name!r} has {found}; multi-label needs at least 2 labels (is "
+                        f"label_separator {sep!r} right? one label per row is task: classification)")
+    index = {n: k for k, n in enumerate(names)}
+    y = np.zeros((len(cells), len(names)), np.float32)
+    for i, labels in enumerate(lists):
+        y[i, [index[t] for t in labels]] = 1.0
+    return y, names
+
+
 # --- npz ------------------------------------------------------------------------------------------
 
 
 class NPZKnobs(Knobs):
     path: str = Field(..., description="NumPy .npz file (np.savez)")
     x_key: str = Field("x", description="array of inputs: (N, F) tabular, (N, C, L) signal, (N, C, H, W) image")
-    y_key: str = Field("y", description="array of targets: labels (N,) or values (N,) / (N, K)")
-    task: TaskKnob = Field("auto", description="auto: classification for text or few whole-number labels")
+    y_key: str = Field("y", description="array of targets: labels (N,), values (N,) / (N, K) or multi-label 0/1 "
+                       "(N, K)")
+    task: TaskKnob = Field("auto", description="auto: classification for text or few whole-number labels, "
+                           "multilabel for several 0/1 target columns")
 
 
 KIND_BY_RANK = {2: "tabular", 3: "signal", 4: "image"}

@@ -170,6 +170,10 @@ def raw_inputs(x: Any, pre: Preprocessing) -> np.ndarray:
 
 def predictions(pre: Preprocessing, out: np.ndarray) -> Prediction:
     """Outputs (N, num_outputs) of a graph with the target scaling folded in, as a :class:`Prediction`."""
+    if pre.task == "multilabel":  # logits: sigmoid and the run's per-label thresholds, as Preprocessing does
+        from ..data.preprocess import multilabel_prediction
+
+        return multilabel_prediction(out, pre.labels or [], pre.thresholds)
     if pre.task == "classification":
         labels = pre.labels or []
         idx = out.argmax(1) if len(out) else np.empty(0, np.int64)
@@ -207,6 +211,8 @@ def build_metadata(run, result, shapes: dict[str, list], versions: dict) -> dict
     regression = pre.task == "regression"
     meaning = (("values in the target's own units (the training-time standardization is undone in the graph); "
                 f"reshape each row to target_shape {list(pre.target_shape)}") if regression else
+               "logits: sigmoid gives each label's probability, a label is present when it is >= its threshold "
+               "(preprocessing.thresholds)" if pre.task == "multilabel" else
                "logits: softmax gives the class probabilities, argmax the class index into class_names")
     folded = {"inputs": "(x - mean) / std, in the graph" if pre.mean is not None else "none (trained on raw inputs)"}
     if regression:
@@ -276,7 +282,8 @@ def _preprocessing(meta: dict, jpath: Path) -> Preprocessing:
     raw = meta["preprocessing"]
     known = {f.name for f in dataclasses.fields(Preprocessing)} - {"mean", "std", "y_mean", "y_std"}
     try:
-        if raw["task"] not in ("classification", "regression") or raw["kind"] not in ("tabular", "signal", "image"):
+        if raw["task"] not in ("classification", "regression", "multilabel") or \
+                raw["kind"] not in ("tabular", "signal", "image"):
             raise ValueError(f"task {raw['task']!r} / kind {raw['kind']!r}")
         return Preprocessing(**{k: v for k, v in raw.items() if k in known})
     except (KeyError, TypeError, ValueError) as e:

@@ -1,7 +1,8 @@
 """Predictions as rows: an id, the predicted label or value(s), optionally class probabilities; CSV or JSON.
 
 Columns: ``id``; classification: ``label`` (the class name) and, with probabilities, ``p_<class>`` per
-class; regression: ``value`` for one target, ``value_0``, ``value_1``, ... for several, in the target's own
+class; multi-label: ``labels`` (the decided label names joined by ``;``), one 0/1 column ``y_<label>`` per label
+and, with probabilities, ``p_<label>`` per label; regression: ``value`` for one target, ``value_0``, ``value_1``, ... for several, in the target's own
 units. Numbers are written with the shortest text that reads back as the same float32.
 """
 
@@ -45,6 +46,8 @@ def prediction_rows(pred: Prediction, ids: list[str], class_names: list[str] | N
     """
     if len(ids) != len(pred):
         raise ValueError(f"{len(ids)} ids for {len(pred)} predictions")
+    if pred.decisions is not None:
+        return _multilabel_rows(pred, ids, class_names, proba)
     if pred.labels is not None:
         columns = ["id", "label"]
         rows = [[str(i), str(label)] for i, label in zip(ids, pred.labels)]
@@ -58,6 +61,24 @@ def prediction_rows(pred: Prediction, ids: list[str], class_names: list[str] | N
     columns = ["id"] + (["value"] if values.shape[1] == 1 and np.ndim(pred.values) == 1
                         else [f"value_{k}" for k in range(values.shape[1])])
     return columns, [[str(i), *(_num(v) for v in row)] for i, row in zip(ids, values)]
+
+
+def _multilabel_rows(pred: Prediction, ids: list[str], names: list[str] | None, proba: bool):
+    """Multi-label: ``id``, ``labels`` (decided names joined by ``;``), ``y_<label>`` 0/1, optionally ``p_<label>``.
+
+    Example:
+        >>> import numpy as np
+        >>> p = Prediction(outputs=np.zeros((1, 2)), labels=[["a"]], decisions=np.array([[1, 0]]),
+        ...                probabilities=np.array([[0.75, 0.25]], dtype=np.float32))
+        >>> _multilabel_rows(p, ["0"], ["a", "b"], proba=True)
+        (['id', 'labels', 'y_a', 'y_b', 'p_a', 'p_b'], [['0', 'a', 1, 0, 0.75, 0.25]])
+    """
+    names = names or [str(k) for k in range(pred.decisions.shape[1])]
+    columns = ["id", "labels", *(f"y_{n}" for n in names)] + ([f"p_{n}" for n in names] if proba else [])
+    rows = []
+    for i, labels, d, p in zip(ids, pred.labels, pred.decisions, pred.probabilities):
+        rows.append([str(i), ";".join(labels), *(int(v) for v in d)] + ([_num(v) for v in p] if proba else []))
+    return columns, rows
 
 
 def rows_to_csv(columns: list[str], rows: list[list]) -> str:

@@ -211,13 +211,16 @@ def _slice(pred, i: int, j: int):
 
     return Prediction(outputs=cut(pred.outputs), indices=cut(pred.indices),
                       labels=None if pred.labels is None else pred.labels[i:j],
-                      probabilities=cut(pred.probabilities), values=cut(pred.values))
+                      probabilities=cut(pred.probabilities), values=cut(pred.values), decisions=cut(pred.decisions))
 
 
 def prediction_json(pred, model_id: str) -> dict:
     """The ``/predict`` response: one entry per sample in each list."""
     out: dict[str, Any] = {"model_id": model_id, "n": len(pred)}
-    if pred.labels is not None:
+    if pred.decisions is not None:  # multi-label: per sample the decided label names, 0/1 per label, sigmoids
+        out.update(labels=[list(ls) for ls in pred.labels], decisions=pred.decisions.tolist(),
+                   probabilities=pred.probabilities.tolist())
+    elif pred.labels is not None:
         out.update(labels=list(pred.labels), indices=pred.indices.tolist(), probabilities=pred.probabilities.tolist())
     else:
         out["values"] = pred.values.tolist()

@@ -209,7 +209,23 @@ class _Builder:
         if test.get("confusion_matrix"):
             out += self.figure("confusion", lambda: f.confusion(test["confusion_matrix"]), "test confusion matrix",
                                "Rows: true class, columns: predicted class; colour: share of the true class.")
+        if isinstance(test.get("per_label"), dict):  # multi-label: a table per label instead of a confusion matrix
+            out += self.per_label(test["per_label"])
         return out
+
+    def per_label(self, table: dict) -> str:
+        """Multi-label test metrics per label: F1, precision, recall, support and the decision threshold."""
+        best = self.v._json("best", "summary.json") or {}
+        pre = self.v._json("best", "preprocess.json") or {}
+        k = len(table.get("f1") or [])
+        names = pre.get("class_names") if len(pre.get("class_names") or []) == k else [str(i) for i in range(k)]
+        cols = ("f1", "precision", "recall", "support", "threshold")
+        rows = [[h.esc(names[i])] + [_fmt((table.get(c) or [""] * k)[i]) for c in cols] for i in range(k)]
+        where = (best.get("thresholds") or {}).get("from")
+        note = (f"<p>Per label on the test split: a label is predicted when its sigmoid probability is at least its "
+                f"threshold, chosen to maximize that label's F1 on {h.esc(where or 'the validation split')} (never on "
+                f"test data); support = positive test samples. Multi-label runs have no confusion matrix.</p>")
+        return note + h.table(["label", *cols], rows, set(range(1, len(cols) + 1)))
 
     def ablation(self) -> str:
         import json

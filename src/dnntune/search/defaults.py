@@ -85,6 +85,8 @@ def default_experiment(data: dict, kind: str, task: str) -> dict:
     }
     if task != "classification":
         exp["augment"].pop("mixup", None)
+    if task == "multilabel":  # independent 0/1 labels: per-label sigmoid + binary cross-entropy, no smoothing
+        exp["loss"] = {"name": "bce"}
     return exp
 
 

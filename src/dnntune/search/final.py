@@ -41,6 +41,18 @@ def improvements(trial) -> list[bool]:
     return [bool(row.get("improved")) for row in rows]
 
 
+def trial_thresholds(trial) -> tuple[list[float], str] | None:
+    """Multi-label: the decision thresholds the trial chose on its validation split (its run folder's
+    preprocess.json), for the retrain on train+val, which has no validation split to choose them on."""
+    if not trial.user_attrs.get("dir"):
+        return None
+    try:
+        values = json.loads((Path(trial.user_attrs["dir"]) / "preprocess.json").read_text()).get("thresholds")
+    except (OSError, ValueError):
+        return None
+    return None if values is None else (values, f"trial {trial.number}'s validation split")
+
+
 def _retrain(best, recipe, data: Data, best_dir: Path, tracker: str) -> dict:
     epochs = int(best.user_attrs.get("best_epoch") or best.user_attrs.get("epochs") or recipe.train.epochs)
     train_section = recipe.train.model_copy(update={
@@ -48,7 +60,7 @@ def _retrain(best, recipe, data: Data, best_dir: Path, tracker: str) -> dict:
             update={"patience": None}), "checkpoint": True})
     recipe = recipe.model_copy(update={"train": train_section})
     result = fit_tracked(Trainer(recipe, merge_train_val(data), out_dir=best_dir, resume=False,
-                                 replay=improvements(best)), tracker)
+                                 replay=improvements(best), thresholds=trial_thresholds(best)), tracker)
     return result.metrics["test"]
 
 
@@ -56,6 +68,7 @@ def _keep_trial_weights(best, recipe, data: Data, best_dir: Path) -> dict:
     trainer = Trainer(recipe, data)
     trainer.setup()
     ckpt.load_weights(Path(best.user_attrs["dir"]) / "model.safetensors", trainer.model)
+    trainer.fit_thresholds()  # multi-label: on the trial's own validation split, as the trial chose them
     test = trainer.evaluate(data.test, confusion=True)
     result = RunResult(recipe=recipe, metrics={"test": test}, history=[], epochs=int(best.user_attrs.get("epochs", 0)),
                        best_epoch=best.user_attrs.get("best_epoch"), stopped="best_trial", wall_seconds=0.0,

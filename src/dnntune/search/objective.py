@@ -76,7 +76,8 @@ class TrialReporter(Callback):
 
 def _record(trial: optuna.Trial, results: list, folds: int, metric: str, trial_dir) -> dict:
     """The trial's user attributes; returns its validation metrics (the mean over folds)."""
-    vals = [{k: v for k, v in r.metrics.get("val", {}).items() if k != "confusion_matrix"} for r in results]
+    vals = [{k: v for k, v in r.metrics.get("val", {}).items() if k not in ("confusion_matrix", "per_label")}
+            for r in results]
     val = vals[0] if folds == 1 else mean_metrics(vals)
     best_epochs = [r.best_epoch for r in results if r.best_epoch is not None]
     trial.set_user_attr("epochs", sum(r.epochs for r in results))
