@@ -231,7 +231,7 @@ def _check_multilabel(name: str, y: np.ndarray, label_names: list[str] | None) -
     bad = ~np.isin(y, (0, 1))
     if bad.any():
         i, k = (int(v) for v in np.argwhere(bad)[0])
-        raise DataError(f"{name}: multi-label targets must be 0 or 1; sample {i}, label {k} is {y[i, k]!r}")
+        raise DataError(f"{name}: multi-label targets must be 0 or 1; sample {i}, label {k} is {y[i, k].item()!r}")
     if label_names is not None and len(label_names) != y.shape[1]:
         raise DataError(f"{name}: {len(label_names)} label names for {y.shape[1]} labels")
 

@@ -113,7 +113,7 @@ def _indicators(where: str, y: np.ndarray) -> np.ndarray:
     ok = np.isin(y, (0, 1)) if (np.issubdtype(y.dtype, np.number) or y.dtype == bool) else np.zeros(y.shape, bool)
     if not ok.all():
         i, k = (int(v) for v in np.argwhere(~ok)[0])
-        raise DataError(f"{where}: task multilabel needs 0/1 values; sample {i}, label {k} is {y[i, k]!r}")
+        raise DataError(f"{where}: task multilabel needs 0/1 values; sample {i}, label {k} is {y[i, k].item()!r}")
     return y.astype(np.float32)
 
 
