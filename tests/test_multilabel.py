@@ -15,7 +15,6 @@ from dnntune.config import validate_recipe
 from dnntune.data import Split, load_data
 from dnntune.data.core import RawData, prepare
 from dnntune.data.files import CSVKnobs, NPZKnobs, csv_file, npz_file
-from dnntune.data.prediction import Prediction
 from dnntune.data.preprocess import Preprocessing
 from dnntune.deploy._output import prediction_rows
 from dnntune.deploy._serve_app import _slice, prediction_json

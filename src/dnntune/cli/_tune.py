@@ -81,8 +81,8 @@ def _print_tune_summary(summary: dict, out: Path) -> None:
     con.print(f"best trial {best['trial']}: val {metric} {best['value']:.4f}")
     table = Table(title="best recipe, tested once")
     table.add_column("split")
-    shown = [k for k in ("accuracy", "balanced_accuracy", "average_precision", "f1_micro", "f1_macro", "subset_accuracy",
-                         "mse", "mae", "r2") if k in summary["test"]]
+    shown = [k for k in ("accuracy", "balanced_accuracy", "average_precision", "f1_micro", "f1_macro",
+                         "subset_accuracy", "mse", "mae", "r2") if k in summary["test"]]
     for k in shown:
         table.add_column(k, justify="right")
     table.add_row("test", *[f"{summary['test'][k]:.4f}" for k in shown])

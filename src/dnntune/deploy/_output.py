@@ -2,8 +2,9 @@
 
 Columns: ``id``; classification: ``label`` (the class name) and, with probabilities, ``p_<class>`` per
 class; multi-label: ``labels`` (the decided label names joined by ``;``), one 0/1 column ``y_<label>`` per label
-and, with probabilities, ``p_<label>`` per label; regression: ``value`` for one target, ``value_0``, ``value_1``, ... for several, in the target's own
-units. Numbers are written with the shortest text that reads back as the same float32.
+and, with probabilities, ``p_<label>`` per label; regression: ``value`` for one target, ``value_0``,
+``value_1``, ... for several, in the target's own units. Numbers are written with the shortest text that reads
+back as the same float32.
 """
 
 from __future__ import annotations

@@ -138,8 +138,14 @@ def multilabel_metrics(outputs: torch.Tensor, targets: torch.Tensor, thresholds=
     threshold. F1 with an empty denominator is 0 (``zero_division=0``). ``per_label``: also a ``per_label``
     table: F1, precision, recall, support (positives) and the threshold of each label.
     """
-    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, hamming_loss
-    from sklearn.metrics import precision_score, recall_score
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        f1_score,
+        hamming_loss,
+        precision_score,
+        recall_score,
+    )
 
     logits = outputs.detach().cpu().double()
     y = targets.detach().cpu().round().long().numpy()
