@@ -15,9 +15,10 @@ def make(name, task="classification", n=4, **knobs):
 def test_every_loss_accepts_its_tasks_and_gives_finite_gradients(name):
     torch.manual_seed(0)
     for task in LOSSES.get(name).meta["tasks"]:
-        n = 4 if task == "classification" else 1
+        n = 4 if task in ("classification", "multilabel") else 1
         out = torch.randn(8, n, requires_grad=True)
-        y = torch.randint(0, 4, (8,)) if task == "classification" else torch.randn(8)
+        y = {"classification": torch.randint(0, 4, (8,)), "multilabel": torch.randint(0, 2, (8, 4)).float()}.get(
+            task, torch.randn(8))
         loss = make(name, task, n)(out, y)
         loss.backward()
         assert loss.ndim == 0 and torch.isfinite(loss) and torch.isfinite(out.grad).all()

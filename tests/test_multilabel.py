@@ -317,3 +317,52 @@ def test_default_experiment_for_multilabel_uses_bce(tmp_path, capsys):
 
     exp = complete_experiment({"data": {"name": "multilabel"}})
     assert exp["loss"] == {"name": "bce"} and "mixup" not in exp["augment"]
+
+
+def test_serve_answers_with_label_names_decisions_and_probabilities(tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    import http.client
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    train(validate_recipe({**ML, "train": {"epochs": 1}}), out_dir=tmp_path / "run")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "dnntune", "serve", str(tmp_path / "run"), "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+
+    def request(method, path, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request(method, path, body=None if body is None else json.dumps(body).encode(),
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read() or b"null")
+        finally:
+            conn.close()
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            try:
+                if request("GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        x = np.random.default_rng(0).poisson(2.0, size=(3, 20)).astype(float).tolist()
+        status, body = request("POST", "/predict", {"inputs": x})
+        want = load_run(tmp_path / "run").predict(x)
+        assert status == 200, body
+        assert body["labels"] == want.labels and body["decisions"] == want.decisions.tolist()
+        assert np.allclose(body["probabilities"], want.probabilities)
+        assert request("GET", "/metadata")[1]["task"] == "multilabel"
+    finally:
+        proc.kill()
+        proc.wait(10)
+        log.close()

@@ -38,9 +38,11 @@ def _plain(recipe: Recipe, task: str) -> dict:
     d = recipe.to_dict()
     d.pop("search", None)
     if d["loss"]["name"] == "auto":  # what auto means, so that `auto` and its meaning compare equal
-        d["loss"] = {"name": "cross_entropy" if task == "classification" else "mse"}
-        if task == "classification":
+        d["loss"] = {"name": {"classification": "cross_entropy", "multilabel": "bce"}.get(task, "mse")}
+        if task in ("classification", "multilabel"):
             d["loss"]["label_smoothing"] = 0.0
+        if task == "multilabel":
+            d["loss"]["pos_weight"] = None
     return d
 
 

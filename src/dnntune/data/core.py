@@ -216,10 +216,10 @@ def _checked(raw: RawData, name: str) -> tuple[np.ndarray, np.ndarray]:
         _check_finite(name, x, "inputs")
     if raw.task != "classification":  # regression values, multi-label 0/1 indicators
         _check_finite(name, y, "targets")
-    if raw.task == "multilabel":
-        _check_multilabel(name, y, raw.class_names)
     elif not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{name}: classification targets must be integer class indices")
+    if raw.task == "multilabel":
+        _check_multilabel(name, y, raw.class_names)
     return x, y
 
 
