@@ -293,6 +293,13 @@ def test_train_tune_and_report_on_a_multilabel_csv(tmp_path, capsys):
     assert code == 0, err
     assert "f1_micro" in out and "subset_accuracy" in out
     assert load_run(tmp_path / "run").class_names == sorted(names)
+    code, out, err = run(capsys, "predict", str(tmp_path / "run"), str(path), "--proba")  # tags column ignored
+    assert code == 0, err
+    header, first = out.splitlines()[:2]
+    assert header == "id,labels," + ",".join(f"y_{n}" for n in sorted(names)) + "," + ",".join(
+        f"p_{n}" for n in sorted(names))
+    want = load_run(tmp_path / "run").predict(x[:1])
+    assert first.split(",")[1] == ";".join(want.labels[0])
 
     exp = {**ML, "data": data, "model": {"family": "mlp", "width": {"int": [8, 16]}, "depth": 1},
            "train": {"epochs": 1, "batch_size": 32}, "search": {"n_trials": 2, "pruner": "none"}}
