@@ -97,6 +97,11 @@ def test_bad_targets_are_exit_status_2_from_the_cli_without_a_traceback(tmp_path
     code, _, err = run(capsys, "train", str(recipe), "--out", str(tmp_path / "run"), "--quiet")
     assert code == 2 and "bad.csv: multi-label target column 'b' must hold 0 or 1, found '7'" in err
     assert "Traceback" not in err
+    never = _csv(tmp_path, "never.csv", "x,a,b\n" + "".join(f"{i},{i % 2},0\n" for i in range(20)))
+    data = {"name": "csv", "path": str(never), "target": ["a", "b"]}
+    recipe = write_recipe(tmp_path / "r2.yaml", {**ML, "data": data})
+    code, _, err = run(capsys, "train", str(recipe), "--out", str(tmp_path / "run2"), "--quiet")
+    assert code == 2 and "never.csv): label(s) 'b' never occur in the training split" in err and "Traceback" not in err
 
 
 # --- loss and metrics -----------------------------------------------------------------------------------------------

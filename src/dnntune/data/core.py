@@ -303,7 +303,7 @@ def prepare(raw: RawData, section, seed: int, fold: tuple[int, int] | None = Non
     classification = raw.task == "classification"
     x_train, x_val, x_test, y_train, y_val, y_test = _partition(raw, x, y, section, seed, fold)
     if raw.task == "multilabel":
-        _check_labels_in_training(name, y_train, raw.class_names)
+        _check_labels_in_training(f"{name} ({raw.source})" if raw.source else name, y_train, raw.class_names)
     kind, fz, xdt = raw.kind, raw.featurizer, torch.float32
     if fz is not None:  # learned on this training split only, then applied to every split
         fz = fz.fit(x_train, y_train)
