@@ -125,7 +125,8 @@ class OnnxRun(ModelOfRun):
 
         Returns:
             A Prediction: ``outputs`` (N, num_outputs); classification ``indices``, ``labels``,
-            ``probabilities``; regression ``values`` in the target's units.
+            ``probabilities``; multi-label ``probabilities``, ``decisions``, ``labels``; regression ``values`` in
+            the target's units.
 
         Raises:
             DataError: wrong shape (naming expected and got), not numeric, or NaN/inf.

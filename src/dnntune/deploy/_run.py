@@ -68,7 +68,9 @@ class LoadedRun(ModelOfRun):
 
         Returns:
             A Prediction: ``outputs`` (N, num_outputs) always; for classification ``indices``, ``labels``
-            (class names) and ``probabilities`` (N, C); for regression ``values`` in the target's units.
+            (class names) and ``probabilities`` (N, C); for multi-label ``probabilities`` (sigmoids),
+            ``decisions`` (0/1 with the run's thresholds) and ``labels`` (the decided names per sample); for
+            regression ``values`` in the target's units.
 
         Raises:
             DataError: the inputs have the wrong shape (the message names expected and got), are not
