@@ -378,3 +378,16 @@ def test_serve_answers_with_label_names_decisions_and_probabilities(tmp_path):
         proc.kill()
         proc.wait(10)
         log.close()
+
+
+def test_final_best_trial_keeps_the_trials_weights_and_validation_thresholds(tmp_path, capsys):
+    exp = {**ML, "model": {"family": "mlp", "width": {"int": [8, 16]}, "depth": 1}, "train": {"epochs": 1},
+           "search": {"n_trials": 2, "pruner": "none", "final": "best_trial"}}
+    code, _, err = run(capsys, "tune", str(write_recipe(tmp_path / "exp.yaml", exp)), "--out", str(tmp_path / "t"),
+                       "--quiet")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    trial = Preprocessing.load(tmp_path / "t" / "trials" / f"{summary['best']['trial']:04d}")
+    best = json.loads((tmp_path / "t" / "best" / "summary.json").read_text())
+    assert best["thresholds"] == {"values": trial.thresholds, "from": "validation split"}
+    assert summary["test"]["per_label"]["threshold"] == trial.thresholds
