@@ -41,6 +41,8 @@ def run_files(result: RunResult, trainer, **summary_extra) -> dict[str, bytes | 
     summary = result.summary()
     summary.update({"metric": trainer.metric, "direction": trainer.direction, "data": trainer.data.describe(),
                     "env": environment(trainer.device), **summary_extra})
+    if trainer.data.class_names is not None:  # the confusion matrices' axes, by name
+        summary["class_names"] = [str(n) for n in trainer.data.class_names]
     files = {"model.safetensors": weights_bytes(result.model), "recipe.yaml": result.recipe.to_yaml(),
              **Preprocessing.from_data(trainer.data).to_files()}
     if result.history:
