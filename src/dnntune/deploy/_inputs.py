@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from ..config import Recipe
     from ..data.preprocess import Preprocessing
 
-FORMATS = "a CSV file (.csv, .tsv), a Parquet file (.parquet), an .npz or .npy array, an MNIST IDX file (...-ubyte[.gz]), image files " \
+FORMATS = "a CSV file (.csv, .tsv), a Parquet file (.parquet), an .npz or .npy array, an MNIST IDX file " \
+          "(...-ubyte[.gz]), image files " \
           f"({', '.join(sorted(IMAGE_SUFFIXES))}) or a folder of images"
 # datasets whose loaders read 8-bit pixels as value / 255 (npz: value * (1 / 255), see _units)
 _EIGHT_BIT = ("npz", "idx", "image_folder")
