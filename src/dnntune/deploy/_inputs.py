@@ -210,12 +210,12 @@ def _csv(path: Path, pre: Preprocessing, recipe: Recipe | None) -> Inputs:
     columns = list(zip(*rows))
     if pre.featurizer is not None:  # raw cells: the run's encoder (fitted in training) encodes them
         return _raw_cells(str(path), {c: list(columns[header.index(c)]) for c in names}, names, pre,
-                          lambda i: f"line {lines[i]}")
+                          lambda i: f"line {lines[i]}", "csv")
     x = np.stack([_numeric_column(path, c, list(columns[header.index(c)]), lines) for c in names], axis=1)
     return Inputs(x.astype(np.float32), [str(i) for i in range(len(x))], str(path), "csv")  # as the csv loader
 
 
-def _raw_cells(where: str, cells: dict[str, list], names: list[str], pre: Preprocessing, line) -> Inputs:
+def _raw_cells(where: str, cells: dict[str, list], names: list[str], pre: Preprocessing, line, fmt: str) -> Inputs:
     """Rows of raw cells (N, F) in the training column order, for a run whose encoder reads them; a column
     that was numeric in training but holds text now is a DataError naming the column and its line."""
     from ..data.tabular import as_number, is_missing, missing_markers
@@ -234,7 +234,7 @@ def _raw_cells(where: str, cells: dict[str, list], names: list[str], pre: Prepro
     x = np.empty((len(cells[names[0]]), len(names)), dtype=object)
     for j, c in enumerate(names):
         x[:, j] = cells[c]
-    return Inputs(x, [str(i) for i in range(len(x))], where, "csv")
+    return Inputs(x, [str(i) for i in range(len(x))], where, fmt)
 
 
 def _parquet(path: Path, pre: Preprocessing) -> Inputs:
@@ -250,7 +250,7 @@ def _parquet(path: Path, pre: Preprocessing) -> Inputs:
         raise DataError(f"{path}: missing feature column(s) {', '.join(map(repr, missing))}; the run was "
                         f"trained on the columns {', '.join(names)} (any order; other columns are ignored)")
     if pre.featurizer is not None:
-        return _raw_cells(str(path), {c: columns[c] for c in names}, names, pre, lambda i: f"row {i}")
+        return _raw_cells(str(path), {c: columns[c] for c in names}, names, pre, lambda i: f"row {i}", "parquet")
     try:
         x = np.stack([np.asarray(columns[c], dtype=np.float64) for c in names], axis=1)
     except (TypeError, ValueError):
