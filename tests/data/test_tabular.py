@@ -360,3 +360,28 @@ def test_noise_augmentation_leaves_encoded_categories_exact(tmp_path):
     numeric = torch.as_tensor(d.featurizer.normalize_mask())
     assert torch.equal(noisy[:, ~numeric], x[:, ~numeric])  # one-hot, indicators, embedding indices
     assert not torch.equal(noisy[:, numeric], x[:, numeric])
+
+
+def test_regression_with_categories_predicts_in_target_units(tmp_path):
+    rng = np.random.default_rng(3)
+    table = []
+    for i in range(150):
+        kind = ["small", "large"][i % 2]
+        size = rng.normal(10, 2)
+        price = 100 * (kind == "large") + 5 * size + rng.normal(0, 1)
+        table.append([f"{size:.2f}" if i % 9 else "", kind, f"{price:.2f}"])
+    path = write_csv(tmp_path / "r.csv", table, ["size", "kind", "price"])
+    raw = recipe({"name": "csv", "path": str(path), "target": "price"}, model={"family": "linear"},
+                 optim={"name": "adam", "lr": 0.05}, train={"epochs": 60, "batch_size": 16})
+    train(validate_recipe(raw), out_dir=tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "class_names" not in summary and summary["metrics"]["test"]["rmse"] < 15  # the target's std is ~50
+    from dnntune.data import DATASETS
+
+    r = validate_recipe(raw)
+    data = DATASETS.get("csv").builder(r.data.knobs)
+    x, y = _checked(data, "csv")
+    _, _, x_test, _, _, y_test = _partition(data, x, y, r.data, 0, None)
+    values = load_run(tmp_path / "run").predict(x_test).values
+    rmse = float(np.sqrt(np.mean((values.ravel() - y_test.ravel()) ** 2)))
+    assert rmse == pytest.approx(summary["metrics"]["test"]["rmse"], rel=1e-4)
