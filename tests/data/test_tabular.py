@@ -385,3 +385,41 @@ def test_regression_with_categories_predicts_in_target_units(tmp_path):
     values = load_run(tmp_path / "run").predict(x_test).values
     rmse = float(np.sqrt(np.mean((values.ravel() - y_test.ravel()) ** 2)))
     assert rmse == pytest.approx(summary["metrics"]["test"]["rmse"], rel=1e-4)
+
+
+def _post(app, path: str, doc) -> tuple[int, dict]:
+    """One request through the ASGI app in-process (no server, no HTTP client library)."""
+    import asyncio
+
+    body = json.dumps(doc).encode()
+    incoming = [{"type": "http.request", "body": body, "more_body": False}]
+    sent = []
+
+    async def receive():
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+def test_the_serve_app_takes_rows_with_strings_and_nulls(trained):
+    pytest.importorskip("fastapi")
+    from dnntune.deploy._serve_app import create_app
+
+    tmp, _, _ = trained
+    run = load_run(tmp / "run")
+    app = create_app(run, batch_wait_ms=None)
+    status, out = _post(app, "/predict", {"inputs": [{"age": None, "income": "NA", "plan": "pro", "city": "city1"},
+                                                     {"age": 30, "income": 40.5, "plan": "mars", "city": None}]})
+    raw = np.array([[None, "NA", "pro", "city1"], [30, 40.5, "mars", None]], dtype=object)
+    assert status == 200 and out["labels"] == run.predict(raw).labels
+    status, out = _post(app, "/predict", {"inputs": [{"age": "old", "income": 1, "plan": "pro", "city": "c"}]})
+    assert status == 422 and "column 'age'" in out["detail"]

@@ -38,7 +38,9 @@ class Inputs:
     """What :func:`read_inputs` returns.
 
     Attributes:
-        x: raw inputs (N, *input_shape), float32, in the units the run's dataset loader produces.
+        x: raw inputs (N, *input_shape), float32, in the units the run's dataset loader produces; for a run
+            with a tabular encoder (categories, missing values) the raw cells (N, F) as an object array, in the
+            order of ``feature_names``, which ``predict`` encodes.
         ids: one id per sample: the row number (from 0) for CSV and arrays, the file name (relative to the
             folder) for images.
         source: the file or folder read.

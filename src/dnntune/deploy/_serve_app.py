@@ -1,7 +1,8 @@
 """The HTTP app of ``dnntune serve`` (FastAPI): request checks, the predictor thread, the endpoints.
 
 ``POST /predict`` takes ``{"inputs": ...}``: one sample or a list of samples as nested lists of numbers in
-the model's per-sample input shape (for a CSV-trained tabular run also objects keyed by feature name) and
+the model's per-sample input shape (for a CSV-trained tabular run also objects keyed by feature name; with
+categories or missing values its cells may be strings and nulls, encoded by the run's saved encoder) and
 returns the predicted labels, indices and probabilities (or regression values) and the model id.
 ``GET /health`` says the model is loaded, ``GET /metadata`` describes it. Every request is checked before it
 reaches the model: a bad one gets a 4xx whose ``detail`` names what is wrong, and the server keeps serving.
