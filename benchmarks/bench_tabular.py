@@ -116,6 +116,44 @@ def _table(rows: list[dict]) -> list[str]:
     return lines
 
 
+LOWER_IS_BETTER = {"rmse"}
+SKLEARN = {"hgb": "HistGradientBoosting", "linear": "LogisticRegression / Ridge"}
+
+
+def _verdict(rows: list[dict]) -> list[str]:
+    """Per dataset: dnntune's mean against the better scikit-learn model's, the gap in units of the larger std
+    (a gap within one std over 3 seeds is not a difference these runs can show)."""
+    out = []
+    for name in ALL:
+        mine = [r for r in rows if r["dataset"] == name]
+        if not mine:
+            continue
+        m = "accuracy" if "accuracy" in mine[0]["dnntune"] else "rmse"
+        sign = -1 if m in LOWER_IS_BETTER else 1
+        ours = [r["dnntune"][m] for r in mine]
+        best = max(SKLEARN, key=lambda k: sign * statistics.mean(r["sklearn"][k][m] for r in mine))
+        theirs = [r["sklearn"][best][m] for r in mine]
+        gap = sign * (statistics.mean(ours) - statistics.mean(theirs))
+        spread = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in (ours, theirs))
+        if abs(gap) <= spread:
+            what = "not separable by these seeds (the gap is within one std)"
+        else:
+            what = "dnntune ahead" if gap > 0 else "dnntune behind"
+        per_seed = [sign * (a - b) for a, b in zip(ours, theirs)]
+        wins, ties = sum(d > 1e-12 for d in per_seed), sum(abs(d) <= 1e-12 for d in per_seed)
+        out.append(f"- {name} ({m}): dnntune {statistics.mean(ours):.3f}, best scikit-learn {SKLEARN[best]} "
+                   f"{statistics.mean(theirs):.3f}: {what}; gap {gap:+.3f}, larger std {spread:.3f}; per seed "
+                   f"dnntune ahead {wins}, tied {ties}, behind {len(per_seed) - wins - ties}.")
+    return out
+
+
+def _commit() -> str:
+    import subprocess
+
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=ROOT).stdout.strip() or "unknown"
+
+
 def run(quick: bool = False) -> str:
     folder = ROOT / "runs" / ("bench-tabular-quick" if quick else "bench-tabular")
     folder.mkdir(parents=True, exist_ok=True)
@@ -123,13 +161,16 @@ def run(quick: bool = False) -> str:
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.exists() else []
     trials, budget = (2, 10.0) if quick else (TRIALS, BUDGET)
     seeds = SEEDS[:1] if quick else SEEDS
+    measured = 0
     for name in DATASETS:
         for seed in seeds:
             if any(r["dataset"] == name and r["seed"] == seed for r in rows):
                 continue
             section = _data_section(name, folder)
             row = {"dataset": name, "seed": seed, "sklearn": _sklearn(section, seed),
-                   "dnntune": _dnntune(section, seed, folder / f"{name}-{seed}", trials, budget)}
+                   "dnntune": _dnntune(section, seed, folder / f"{name}-{seed}", trials, budget),
+                   "commit": _commit(), "load": round(os.getloadavg()[0], 1)}
+            measured += 1
             rows.append(row)
             with rows_file.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -140,7 +181,13 @@ def run(quick: bool = False) -> str:
              "scikit-learn with default settings fitted on train+val of the same split, on dnntune's train-only "
              "preprocessing (every category one-hot). Test split evaluated once; mean ± std over seeds (each seed "
              "is another split). Accuracy: higher is better; RMSE (target units): lower; R²: higher.\n",
-             *_table(rows)]
+             *_table(rows), "", *_verdict(rows)]
+    commits = sorted({r.get("commit", "not recorded") for r in rows})
+    loads = [r["load"] for r in rows if "load" in r]
+    lines.append(f"\nRows from `runs/bench-tabular/rows.jsonl`, measured at commit(s) {', '.join(commits)}"
+                 + (f", load average {min(loads):.1f}–{max(loads):.1f} when each row finished" if loads else "")
+                 + ("" if measured == len(rows) else f"; {measured} of {len(rows)} measured by this invocation, "
+                    "the others by an earlier one (the stamp's time is this invocation's)") + ".")
     return "\n".join(lines) + "\n"
 
 
