@@ -126,8 +126,9 @@ SKLEARN = {"hgb": "HistGradientBoosting", "linear": "LogisticRegression / Ridge"
 
 
 def _verdict(rows: list[dict]) -> list[str]:
-    """Per dataset: dnntune's mean against the better scikit-learn model's, the gap in units of the larger std
-    (a gap within one std over 3 seeds is not a difference these runs can show)."""
+    """Per dataset: dnntune against the better scikit-learn model (by mean), paired by seed (both sides see the
+    same split, so the per-seed difference is the fair comparison): mean ± std of the difference, and on how
+    many seeds dnntune is ahead, tied or behind."""
     out = []
     for name in ALL:
         mine = [r for r in rows if r["dataset"] == name]
@@ -138,17 +139,16 @@ def _verdict(rows: list[dict]) -> list[str]:
         ours = [r["dnntune"][m] for r in mine]
         best = max(SKLEARN, key=lambda k: sign * statistics.mean(r["sklearn"][k][m] for r in mine))
         theirs = [r["sklearn"][best][m] for r in mine]
-        gap = sign * (statistics.mean(ours) - statistics.mean(theirs))
-        spread = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in (ours, theirs))
-        if abs(gap) <= spread:
-            what = "not separable by these seeds (the gap is within one std)"
-        else:
-            what = "dnntune ahead" if gap > 0 else "dnntune behind"
-        per_seed = [sign * (a - b) for a, b in zip(ours, theirs)]
-        wins, ties = sum(d > 1e-12 for d in per_seed), sum(abs(d) <= 1e-12 for d in per_seed)
-        out.append(f"- {name} ({m}): dnntune {statistics.mean(ours):.3f}, best scikit-learn {SKLEARN[best]} "
-                   f"{statistics.mean(theirs):.3f}: {what}; gap {gap:+.3f}, larger std {spread:.3f}; per seed "
-                   f"dnntune ahead {wins}, tied {ties}, behind {len(per_seed) - wins - ties}.")
+        diff = [sign * (a - b) for a, b in zip(ours, theirs)]  # > 0: dnntune better
+        ahead, tied = sum(d > 1e-9 for d in diff), sum(abs(d) <= 1e-9 for d in diff)
+        behind = len(diff) - ahead - tied
+        what = ("ahead on every seed" if ahead == len(diff) else "behind on every seed" if behind == len(diff)
+                else f"mixed: ahead on {ahead}, tied on {tied}, behind on {behind} of {len(diff)} seeds")
+        sd = statistics.stdev(diff) if len(diff) > 1 else 0.0
+        model = {"hgb": "HistGradientBoosting", "linear": "LogisticRegression" if sign > 0 else "Ridge"}[best]
+        out.append(f"- {name} ({m}): dnntune {statistics.mean(ours):.3f}, {model} (the better scikit-learn model "
+                   f"here) {statistics.mean(theirs):.3f}; per-seed difference (positive: dnntune better) "
+                   f"{statistics.mean(diff):+.3f} ± {sd:.3f}; dnntune {what}.")
     return out
 
 
