@@ -291,7 +291,8 @@ def _parquet(path: Path, table: list[list[str]]) -> Path:
     cols = list(zip(*table))
     ages = [None if c in ("", "NA", "?") else int(c) for c in cols[0]]
     pq.write_table(pa.table({"age": ages, "income": [float(c) for c in cols[1]], "plan": list(cols[2]),
-                             "city": list(cols[3]), "label": list(cols[4])}), path)
+                             "city": list(cols[3]), "member": [i % 2 == 0 for i in range(len(table))],
+                             "label": list(cols[4])}), path)
     return path
 
 
@@ -300,6 +301,7 @@ def test_parquet_trains_with_categories_and_nulls(tmp_path):
     r = validate_recipe(recipe({"name": "parquet", "path": str(path), "target": "label"}))
     d = load_data(r.data, 0)
     assert d.class_names == ["churn", "stay"] and "age=missing" in d.input_info["features"]
+    assert d.featurizer.types == ["numeric", "numeric", "categorical", "categorical", "numeric"]  # bool: 0/1
     train(r, out_dir=tmp_path / "run")
     run = load_run(tmp_path / "run")
     from dnntune.deploy._inputs import read_inputs

@@ -58,10 +58,8 @@ def is_missing(v: Any, markers: frozenset[str]) -> bool:
 
 
 def as_number(v: Any) -> float | None:
-    """The cell as a float, or None if it is not a number (text, booleans)."""
-    if isinstance(v, (bool, np.bool_)):
-        return None
-    if isinstance(v, (int, float, np.integer, np.floating)):
+    """The cell as a float (booleans as 1 / 0, as a Parquet bool column reads), or None if it is not a number."""
+    if isinstance(v, (bool, np.bool_, int, float, np.integer, np.floating)):
         return float(v)
     try:
         return float(str(v).strip())
