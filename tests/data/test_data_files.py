@@ -108,9 +108,10 @@ def test_auto_task_rule(n_unique, n_rows, task):
 
 @pytest.mark.parametrize("rows, knobs, message", [
     ([[1, 2, 0]] * 5, {"target": "label"}, "no target column 'label'; columns: a, b, y"),
-    ([[1, 2, 0], [1, "abc", 1], [3, 4, 0]], {"target": "y"}, "column 'b' has a non-numeric value 'abc' at line 3"),
-    ([[1, 2, 0], [1, 2, 1], ["", 4, 0]], {"target": "y"}, "column 'a' has a missing or non-finite value '' at line 4"),
-    ([[1, 2, 0], ["nan", 2, 1], [5, 4, 0]], {"target": "y"}, "column 'a' has a missing or non-finite value 'nan'"),
+    # text columns are categories and empty / NaN cells are imputed (tests/data/test_tabular.py); infinite
+    # numbers and categorical columns that are not features are still errors
+    ([[1, 2, 0], ["inf", 2, 1], ["", 4, 0]], {"target": "y"}, "column 'a' has the non-finite value 'inf' at line 3"),
+    ([[1, 2, 0]] * 5, {"target": "y", "categorical": ["y"]}, "categorical lists 'y', not feature column(s)"),
     ([[1, 2, 0], [1, 2, ""], [5, 4, 0]], {"target": "y"}, "target column 'y' has a missing value '' at line 3"),
     ([[1, 2, "x"]] * 5, {"target": "y", "task": "regression"}, "task regression needs numeric targets, found 'x'"),
     ([[1, 2, 0.5], [1, 2, 1.5], [1, 2, 1]], {"target": "y", "task": "classification"}, "fractional"),
@@ -377,10 +378,10 @@ def test_cli_trains_on_each_format(tmp_path, capsys, make):
 
 
 def test_cli_bad_data_exits_2_with_the_message(tmp_path, capsys):
-    path = write_csv(tmp_path / "bad.csv", ["a", "y"], [[1, 0], ["oops", 1], [2, 0]])
+    path = write_csv(tmp_path / "bad.csv", ["a", "y"], [[1, 0], ["-inf", 1], [2, 0]])
     code, err = cli_train(tmp_path, capsys, {"name": "csv", "path": str(path), "target": "y"})
     assert code == 2 and "Traceback" not in err
-    assert f"{path}: column 'a' has a non-numeric value 'oops' at line 3" in err
+    assert f"{path}: column 'a' has the non-finite value '-inf' at line 3" in err
     code, err = cli_train(tmp_path, capsys, {"name": "npz", "path": str(tmp_path / "gone.npz")})
     assert code == 2 and f"{tmp_path / 'gone.npz'}: no such file" in err
     code, err = cli_train(tmp_path, capsys, {"name": "csv", "path": str(path)})

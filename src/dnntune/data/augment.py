@@ -36,8 +36,11 @@ def random_scale(x: torch.Tensor, amount: float) -> torch.Tensor:
     return x * (1 + amount * (2 * torch.rand(shape, device=x.device, dtype=x.dtype) - 1))
 
 
-def add_noise(x: torch.Tensor, std: float) -> torch.Tensor:
-    return x + std * torch.randn_like(x)
+def add_noise(x: torch.Tensor, std: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Gaussian noise; ``mask`` (per feature, 0/1) limits it to some features (a tabular encoder's numbers:
+    its one-hot, indicator and embedding-index features stay exact)."""
+    noise = std * torch.randn_like(x)
+    return x + (noise if mask is None else noise * mask.to(x.device, x.dtype))
 
 
 def mix(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup: float, cutmix: float, prob: float):
@@ -104,7 +107,10 @@ def build_augmenter(section, data) -> Augmenter | None:
     elif data.kind == "image":
         ops += _image_ops(section)
     if section.noise:
-        ops.append(lambda x: add_noise(x, section.noise))
+        fz = getattr(data, "featurizer", None)
+        mask = fz.normalize_mask() if fz is not None and data.kind == "tabular" else None
+        mask = None if mask is None else torch.as_tensor(mask, dtype=torch.float32)
+        ops.append(lambda x: add_noise(x, section.noise, mask))
     n_cls = data.num_outputs
 
     def augment(x: torch.Tensor, y: torch.Tensor):

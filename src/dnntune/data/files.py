@@ -1,5 +1,5 @@
-"""Datasets from files a user brings: ``csv`` and ``npz`` here; ``idx`` (MNIST format) and ``image_folder``
-in :mod:`dnntune.data.image_files`.
+"""Datasets from files a user brings: ``csv``, ``parquet`` and ``npz`` here; ``idx`` (MNIST format) and
+``image_folder`` in :mod:`dnntune.data.image_files`.
 
 Every loader returns a :class:`RawData`; splitting, NaN checks on inputs and normalization happen later in
 :func:`~dnntune.data.core.prepare`. Relative paths are resolved against the current working directory and
@@ -18,7 +18,8 @@ from pydantic import Field
 
 from ..errors import DataError
 from ..registry import Knobs
-from .core import DATASETS, RawData
+from .core import DATASETS, Featurizer, RawData
+from .tabular import DEFAULT_MISSING, TabularEncoder, column_type, is_missing, missing_markers
 
 TaskKnob = Literal["auto", "classification", "regression", "multilabel"]
 
@@ -134,10 +135,74 @@ def _check_finite(where: str, a: np.ndarray, what: str) -> None:
                         f"{idx}. Clean or impute the data first.")
 
 
+# --- feature columns of tabular files (csv, parquet): numbers, categories, missing cells ----------------
+
+
+class EncodingKnobs(Knobs):
+    """How a tabular file's feature columns are read and encoded (the ``TabularEncoder``)."""
+
+    categorical: tuple[str, ...] = Field((), description="columns to treat as categories even if they hold "
+                                         "numbers (text columns are categories anyway)")
+    missing_values: tuple[str, ...] = Field(DEFAULT_MISSING, description="cells that count as missing "
+                                            "(case-insensitive)")
+    max_onehot: int = Field(16, ge=0, le=10000, description="categories with at most this many levels are "
+                            "one-hot encoded, more get a learned embedding")
+    embed_dim: int = Field(0, ge=0, le=1024, description="embedding width per category column (0: min(16, "
+                           "round(1.6·n^0.56)) for n levels)")
+
+
+def _fast_numbers(cells: list) -> np.ndarray | None:
+    """The column as float64 when every cell is a finite number (the common case, vectorized), else None."""
+    try:
+        col = np.asarray(cells, dtype=object).astype(np.float64)
+    except (TypeError, ValueError):
+        return None
+    return col if np.isfinite(col).all() else None
+
+
+def _encoded_features(where: Path, features: list[str], cells: dict[str, list], knobs: EncodingKnobs,
+                      line) -> tuple[np.ndarray, Featurizer] | None:
+    """Raw cells (N, F) and an unfitted TabularEncoder when a feature column is categorical (text, or listed
+    in ``categorical``) or has a missing cell; None for a file of plain finite numbers (the numeric path).
+    ``line(i)`` names row ``i`` in messages (a CSV line number, a Parquet row)."""
+    declared = set(knobs.categorical)
+    stray = sorted(declared - set(features))
+    if stray:
+        raise DataError(f"{where}: categorical lists {', '.join(map(repr, stray))}, not feature column(s); "
+                        f"features: {', '.join(features)}")
+    markers = missing_markers(knobs.missing_values)
+    types, plain = [], True
+    for c in features:
+        if c in declared:
+            types.append("categorical")
+            plain = False
+        elif _fast_numbers(cells[c]) is not None:
+            types.append("numeric")
+        else:
+            types.append(column_type(cells[c], markers))
+            plain = False
+    if plain:
+        return None
+    for c, kind in zip(features, types):
+        if kind == "numeric":
+            _check_numeric_cells(where, c, cells[c], markers, line)
+    x = np.empty((len(cells[features[0]]), len(features)), dtype=object)
+    for j, c in enumerate(features):
+        x[:, j] = cells[c]
+    return x, TabularEncoder(features, types, knobs.missing_values, knobs.max_onehot, knobs.embed_dim)
+
+
+def _check_numeric_cells(where: Path, name: str, cells: list, markers: frozenset[str], line) -> None:
+    for i, v in enumerate(cells):
+        if not is_missing(v, markers) and not np.isfinite(float(v)):
+            raise DataError(f"{where}: column {name!r} has the non-finite value {v!r} at {line(i)}; use a "
+                            f"missing marker ({', '.join(map(repr, sorted(markers)))}) or a finite number")
+
+
 # --- csv ------------------------------------------------------------------------------------------
 
 
-class CSVKnobs(Knobs):
+class CSVKnobs(EncodingKnobs):
     path: str = Field(..., description="CSV file with a header row")
     target: str | tuple[str, ...] = Field(..., description="name of the target column; multi-label: one column "
                                          "of label lists, or a list of 0/1 columns, one per label")
@@ -206,7 +271,8 @@ def _numeric_column(path: Path, name: str, cells: list[str], lines: list[int]) -
 
 @DATASETS.register("csv", CSVKnobs, task="any", kind="tabular")
 def csv_file(knobs: CSVKnobs) -> RawData:
-    """A CSV file with a header row: numeric feature columns and one target column (labels or values)."""
+    """A CSV file with a header row: feature columns (numbers, categories, missing cells) and one target column
+    (labels or values). Categories and missing cells go through a TabularEncoder fitted on the training split."""
     path = _resolve(knobs.path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -228,12 +294,18 @@ def csv_file(knobs: CSVKnobs) -> RawData:
     if not features:
         raise DataError(f"{path}: no feature columns besides the target {knobs.target!r}")
     columns = list(zip(*rows))
-    x = np.stack([_numeric_column(path, c, list(columns[header.index(c)]), lines) for c in features], axis=1)
+    encoded = _encoded_features(path, features, {c: list(columns[header.index(c)]) for c in features}, knobs,
+                                lambda i: f"line {lines[i]}")
+    if encoded is None:  # plain numbers: the numeric path, no featurizer
+        x = np.stack([_numeric_column(path, c, list(columns[header.index(c)]), lines) for c in features], axis=1)
+        x, featurizer = x.astype(np.float32), None
+    else:
+        x, featurizer = encoded
     multi = _csv_multilabel(path, knobs, targets, {c: list(columns[header.index(c)]) for c in targets}, lines)
     if multi is not None:
         y, names = multi
-        return RawData(x.astype(np.float32), y, "multilabel", "tabular", class_names=names, source=str(path),
-                       feature_names=features)
+        return RawData(x, y, "multilabel", "tabular", class_names=names, source=str(path), feature_names=features,
+                       featurizer=featurizer)
 
     target_cells = list(columns[header.index(knobs.target)])
     empty = [i for i, c in enumerate(target_cells) if c.lower() in MISSING]
@@ -247,8 +319,79 @@ def csv_file(knobs: CSVKnobs) -> RawData:
     if y.dtype == np.float64:
         _check_finite(f"{path}: column {knobs.target!r}", y, "the target")
     task, y, _, names = _targets(f"{path}: column {knobs.target!r}", knobs.task, y)
-    return RawData(x.astype(np.float32), y, task, "tabular", class_names=names, source=str(path),
-                   feature_names=features)
+    return RawData(x, y, task, "tabular", class_names=names, source=str(path), feature_names=features,
+                   featurizer=featurizer)
+
+
+# --- parquet --------------------------------------------------------------------------------------
+
+
+class ParquetKnobs(EncodingKnobs):
+    path: str = Field(..., description="Parquet file (read with pyarrow: pip install 'dnntune[parquet]')")
+    target: str = Field(..., description="name of the target column")
+    task: TaskKnob = Field("auto", description="auto: classification for text or few whole-number labels")
+    features: tuple[str, ...] | None = Field(None, description="feature columns (default: all but target)")
+
+
+def read_parquet(path: Path) -> dict[str, list]:
+    """Column name → its cells as Python values (None for nulls), read with pyarrow; a DataError naming the
+    file when pyarrow is not installed or the file is not Parquet."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet files needs pyarrow, which is not installed; install it with "
+                        "pip install 'dnntune[parquet]'") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...; each becomes one message
+        raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {str(e)[:200]})") from None
+    dupes = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
+    if dupes:
+        raise DataError(f"{path}: duplicate column name(s) {', '.join(map(repr, dupes))}")
+    if table.num_rows == 0:
+        raise DataError(f"{path}: has no data rows")
+    return {name: table.column(name).to_pylist() for name in table.column_names}
+
+
+@DATASETS.register("parquet", ParquetKnobs, task="any", kind="tabular")
+def parquet_file(knobs: ParquetKnobs) -> RawData:
+    """A Parquet file: feature columns (numbers, categories, missing cells) and one target column, read as the
+    csv dataset reads its cells (needs pyarrow)."""
+    path = _resolve(knobs.path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    columns = read_parquet(path)
+    header = list(columns)
+    if knobs.target not in header:
+        raise DataError(f"{path}: no target column {knobs.target!r}; columns: {', '.join(header)}")
+    features = list(knobs.features) if knobs.features is not None else [c for c in header if c != knobs.target]
+    missing = [c for c in features if c not in header]
+    if missing or knobs.target in features or not features:
+        what = (f"no feature column(s) {', '.join(map(repr, missing))}" if missing else
+                f"the target column {knobs.target!r} is also listed in features" if features else
+                f"no feature columns besides the target {knobs.target!r}")
+        raise DataError(f"{path}: {what}; columns: {', '.join(header)}")
+    encoded = _encoded_features(path, features, columns, knobs, lambda i: f"row {i}")
+    if encoded is None:
+        x, featurizer = np.stack([np.asarray(columns[c], dtype=np.float64) for c in features], 1), None
+        x = x.astype(np.float32)
+    else:
+        x, featurizer = encoded
+    cells = columns[knobs.target]
+    empty = [i for i, c in enumerate(cells) if c is None or (isinstance(c, str) and c.strip().lower() in MISSING)
+             or (isinstance(c, float) and np.isnan(c))]
+    if empty:
+        raise DataError(f"{path}: target column {knobs.target!r} has a missing value at row {empty[0]} "
+                        f"({len(empty)} such cell(s)); drop those rows first")
+    y = np.asarray(cells)
+    if y.dtype.kind in "iufb":
+        y = y.astype(np.float64)
+        _check_finite(f"{path}: column {knobs.target!r}", y, "the target")
+    else:
+        y = np.asarray([str(c) for c in cells])
+    task, y, _, names = _targets(f"{path}: column {knobs.target!r}", knobs.task, y)
+    return RawData(x, y, task, "tabular", class_names=names, source=str(path), feature_names=features,
+                   featurizer=featurizer)
 
 
 def _csv_multilabel(path: Path, knobs: CSVKnobs, targets: list[str], cells: dict[str, list[str]],

@@ -432,11 +432,14 @@ def _thresholds(meta: dict, jpath: str) -> list[float] | None:
 
 
 def _feature_names(meta: dict, jpath: str) -> list[str] | None:
-    """``feature_names`` of a preprocess.json: absent (older folders, non-CSV data) or one name per feature."""
+    """``feature_names`` of a preprocess.json: absent (older folders, non-CSV data), one name per feature, or
+    with a featurizer the raw columns it reads (a tabular encoder turns them into more features)."""
     names = meta.get("feature_names")
     if names is None:
         return None
     shape = meta["input_shape"]
+    if meta.get("featurizer") is not None and isinstance(names, list) and all(isinstance(n, str) for n in names):
+        return names
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(shape) == 1
             and len(names) == shape[0]):
         raise DataError(f"{jpath}: feature_names must be a list of column names, one per feature of input_shape "

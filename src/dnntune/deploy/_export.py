@@ -12,6 +12,7 @@ left behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import json
@@ -150,7 +151,7 @@ def export(run_dir: str | Path, format: str = "onnx", out: str | Path | None = N
     run = load_run(run_dir)
     dest = _destination(run.path, format, out)
     x, source, real = check_inputs(run, inputs)
-    reference = run.predict(x).outputs
+    reference = _reference(run, x)
     diff, agreement, tol, io_shapes, opset = _write_checked(run, format, dest, x, reference, source)
     result = ExportResult(path=dest, format=format, max_abs_diff=diff, argmax_agreement=agreement,
                           checked_samples=len(x), seconds=0.0, metadata_path=metadata_path(dest),
@@ -164,6 +165,19 @@ def export(run_dir: str | Path, format: str = "onnx", out: str | Path | None = N
     atomic_write_text(result.metadata_path, json.dumps(meta, indent=2) + "\n")
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _reference(run: LoadedRun, x: torch.Tensor) -> np.ndarray:
+    """The PyTorch model's outputs on the check inputs. With a featurizer (e.g. the tabular encoder) the
+    exported graph takes its output, the encoded features, so the reference skips it too."""
+    pre = run.preprocessing
+    if pre.featurizer is None:
+        return run.predict(x).outputs
+    run.preprocessing = dataclasses.replace(pre, featurizer=None)
+    try:
+        return run.predict(x).outputs
+    finally:
+        run.preprocessing = pre
 
 
 def _write_checked(run: LoadedRun, format: str, dest: Path, x: torch.Tensor, reference: np.ndarray,
@@ -226,6 +240,9 @@ def check_inputs(run: LoadedRun, inputs: Any = None) -> tuple[torch.Tensor, str,
         DataError: ``inputs`` given but not of shape (N, *input_shape), not numeric, empty or not finite.
     """
     pre = run.preprocessing
+    if inputs is not None and pre.featurizer is not None:  # raw rows: encoded as training did
+        inputs = pre.featurizer.transform(inputs)
+        pre = dataclasses.replace(pre, featurizer=None)
     if inputs is not None:
         a = inputs.detach().cpu() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
         a = a[:MAX_CHECK] if a.ndim else a

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from ..config import Recipe
     from ..data.preprocess import Preprocessing
 
-FORMATS = "a CSV file (.csv, .tsv), an .npz or .npy array, an MNIST IDX file (...-ubyte[.gz]), image files " \
+FORMATS = "a CSV file (.csv, .tsv), a Parquet file (.parquet), an .npz or .npy array, an MNIST IDX file " \
+          "(...-ubyte[.gz]), image files " \
           f"({', '.join(sorted(IMAGE_SUFFIXES))}) or a folder of images"
 # datasets whose loaders read 8-bit pixels as value / 255 (npz: value * (1 / 255), see _units)
 _EIGHT_BIT = ("npz", "idx", "image_folder")
@@ -37,7 +38,9 @@ class Inputs:
     """What :func:`read_inputs` returns.
 
     Attributes:
-        x: raw inputs (N, *input_shape), float32, in the units the run's dataset loader produces.
+        x: raw inputs (N, *input_shape), float32, in the units the run's dataset loader produces; for a run
+            with a tabular encoder (categories, missing values) the raw cells (N, F) as an object array, in the
+            order of ``feature_names``, which ``predict`` encodes.
         ids: one id per sample: the row number (from 0) for CSV and arrays, the file name (relative to the
             folder) for images.
         source: the file or folder read.
@@ -106,6 +109,8 @@ def read_inputs(path: str | Path | list, preprocessing: Preprocessing, recipe: R
         raise DataError(f"{p}: not a format dnntune predicts from (suffix {p.suffix or 'none'!r}); pass {FORMATS}")
     if fmt == "csv":
         inputs = _csv(p, preprocessing, recipe)
+    elif fmt == "parquet":
+        inputs = _parquet(p, preprocessing)
     elif fmt in ("npz", "npy"):
         inputs = _array_file(p, fmt, preprocessing, recipe, key)
     elif fmt == "idx":
@@ -120,6 +125,8 @@ def input_format(path: Path) -> str | None:
     name, suffix = path.name.lower(), path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         return "csv"
+    if suffix == ".parquet":
+        return "parquet"
     if suffix in (".npz", ".npy"):
         return suffix[1:]
     if suffix in IMAGE_SUFFIXES:
@@ -149,6 +156,8 @@ def _fit(inputs: Inputs, pre: Preprocessing) -> Inputs:
     where = inputs.source
     if len(x) == 0:
         raise DataError(f"{where}: no samples to predict")
+    if pre.featurizer is not None and x.dtype == object:  # raw cells: checked by the run's encoder
+        return inputs
     want = tuple(pre.input_shape)
     if x.shape[1:] != want:
         got = tuple(int(s) for s in x.shape)
@@ -201,8 +210,57 @@ def _csv(path: Path, pre: Preprocessing, recipe: Recipe | None) -> Inputs:
         raise DataError(f"{path}: missing feature column(s) {', '.join(map(repr, missing))}; the run was "
                         f"trained on the columns {', '.join(names)} (any order; other columns are ignored)")
     columns = list(zip(*rows))
+    if pre.featurizer is not None:  # raw cells: the run's encoder (fitted in training) encodes them
+        return _raw_cells(str(path), {c: list(columns[header.index(c)]) for c in names}, names, pre,
+                          lambda i: f"line {lines[i]}", "csv")
     x = np.stack([_numeric_column(path, c, list(columns[header.index(c)]), lines) for c in names], axis=1)
     return Inputs(x.astype(np.float32), [str(i) for i in range(len(x))], str(path), "csv")  # as the csv loader
+
+
+def _raw_cells(where: str, cells: dict[str, list], names: list[str], pre: Preprocessing, line, fmt: str) -> Inputs:
+    """Rows of raw cells (N, F) in the training column order, for a run whose encoder reads them; a column
+    that was numeric in training but holds text now is a DataError naming the column and its line."""
+    from ..data.tabular import as_number, is_missing, missing_markers
+
+    enc = pre.featurizer
+    types = dict(zip(getattr(enc, "columns", []), getattr(enc, "types", [])))
+    markers = missing_markers(getattr(enc, "missing_values", ()))
+    for c in names:
+        if types.get(c) != "numeric":
+            continue
+        bad = next((i for i, v in enumerate(cells[c]) if not is_missing(v, markers) and as_number(v) is None), None)
+        if bad is not None:
+            raise DataError(f"{where}: column {c!r} was numeric in training, but holds the text {cells[c][bad]!r} "
+                            f"at {line(bad)}; the run encodes it as a number (missing cells: "
+                            f"{', '.join(map(repr, enc.missing_values))})")
+    x = np.empty((len(cells[names[0]]), len(names)), dtype=object)
+    for j, c in enumerate(names):
+        x[:, j] = cells[c]
+    return Inputs(x, [str(i) for i in range(len(x))], where, fmt)
+
+
+def _parquet(path: Path, pre: Preprocessing) -> Inputs:
+    """A Parquet file's feature columns by name, read as the parquet dataset reads them."""
+    from ..data.files import read_parquet
+
+    if pre.kind != "tabular" or pre.feature_names is None:
+        raise DataError(f"{path}: a Parquet file holds named tabular columns, but the run expects "
+                        f"{pre.describe_input()} without column names; pass an .npz or .npy array")
+    columns, names = read_parquet(path), pre.feature_names
+    missing = [c for c in names if c not in columns]
+    if missing:
+        raise DataError(f"{path}: missing feature column(s) {', '.join(map(repr, missing))}; the run was "
+                        f"trained on the columns {', '.join(names)} (any order; other columns are ignored)")
+    if pre.featurizer is not None:
+        return _raw_cells(str(path), {c: columns[c] for c in names}, names, pre, lambda i: f"row {i}", "parquet")
+    try:
+        x = np.stack([np.asarray(columns[c], dtype=np.float64) for c in names], axis=1)
+    except (TypeError, ValueError):
+        bad = next(c for c in names if any(not isinstance(v, (int, float)) or isinstance(v, bool)
+                                           for v in columns[c]))
+        raise DataError(f"{path}: column {bad!r} holds values that are not numbers; the run was trained on "
+                        "numeric columns") from None
+    return Inputs(x.astype(np.float32), [str(i) for i in range(len(x))], str(path), "parquet")
 
 
 def _array_file(path: Path, fmt: str, pre: Preprocessing, recipe: Recipe | None, key: str | None) -> Inputs:

@@ -133,6 +133,8 @@ class OnnxRun(ModelOfRun):
         """
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError(f"batch_size: must be a positive integer (got {batch_size!r})")
+        if self.preprocessing.featurizer is not None:  # raw rows → the encoded features the graph takes
+            inputs = self.preprocessing.featurizer.transform(inputs)
         x = raw_inputs(inputs, self.preprocessing)
         name = self.metadata["input"]["name"]
         outs = [self.session.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
@@ -278,6 +280,17 @@ def _read_metadata(path: Path) -> dict:
     return meta
 
 
+def _featurizer_of(raw: dict, jpath: Path):
+    """The run's fitted featurizer when its state is all in the JSON (the tabular encoder): ``predict`` then
+    takes raw rows, as ``LoadedRun.predict`` does; the graph itself takes the encoded features."""
+    from ..data.preprocess import _featurizer
+
+    desc = raw.get("featurizer")
+    if not isinstance(desc, dict) or desc.get("files"):
+        return None
+    return _featurizer(raw, {}, str(jpath.parent))
+
+
 def _preprocessing(meta: dict, jpath: Path) -> Preprocessing:
     """The exported run's spec as a Preprocessing without normalization or target scaling (folded in the graph)."""
     raw = meta["preprocessing"]
@@ -286,7 +299,9 @@ def _preprocessing(meta: dict, jpath: Path) -> Preprocessing:
         if raw["task"] not in ("classification", "regression", "multilabel") or \
                 raw["kind"] not in ("tabular", "signal", "image"):
             raise ValueError(f"task {raw['task']!r} / kind {raw['kind']!r}")
-        return Preprocessing(**{k: v for k, v in raw.items() if k in known})
+        fields = {k: v for k, v in raw.items() if k in known}
+        fields["featurizer"] = _featurizer_of(raw, jpath)
+        return Preprocessing(**fields)
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"{jpath}: preprocessing is not a dnntune preprocessing description ({e})") from None
 

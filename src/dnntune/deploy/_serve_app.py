@@ -1,7 +1,8 @@
 """The HTTP app of ``dnntune serve`` (FastAPI): request checks, the predictor thread, the endpoints.
 
 ``POST /predict`` takes ``{"inputs": ...}``: one sample or a list of samples as nested lists of numbers in
-the model's per-sample input shape (for a CSV-trained tabular run also objects keyed by feature name) and
+the model's per-sample input shape (for a CSV-trained tabular run also objects keyed by feature name; with
+categories or missing values its cells may be strings and nulls, encoded by the run's saved encoder) and
 returns the predicted labels, indices and probabilities (or regression values) and the model id.
 ``GET /health`` says the model is loaded, ``GET /metadata`` describes it. Every request is checked before it
 reaches the model: a bad one gets a 4xx whose ``detail`` names what is wrong, and the server keeps serving.
@@ -65,8 +66,28 @@ def _rows_from_objects(rows: list, names: list[str]) -> list[list]:
     return out
 
 
+def _raw_rows(x: Any, names: list[str]) -> np.ndarray:
+    """Rows of raw cells for a run whose encoder reads them (categories as text, null for missing): an object
+    array (N, F) in the training column order; the encoder checks the values themselves."""
+    if isinstance(x, list) and x and not isinstance(x[0], list):
+        x = [x]  # one row as a list of cells
+    if not isinstance(x, list) or not x:
+        raise BadRequest(422, f"inputs: expected a non-empty list of rows, got {json.dumps(x)[:40]}")
+    for i, row in enumerate(x):
+        if not isinstance(row, list) or len(row) != len(names):
+            raise BadRequest(422, f"inputs[{i}]: expected {len(names)} cells ({', '.join(names)}) or an object "
+                                  f"keyed by feature name")
+        for j, v in enumerate(row):
+            if v is not None and (isinstance(v, (list, dict)) or (isinstance(v, float) and not np.isfinite(v))):
+                raise BadRequest(422, f"inputs[{i}][{j}] ({names[j]}): {json.dumps(v)[:40]} is not a cell; send a "
+                                      "number, a string, or null for a missing value")
+    a = np.empty((len(x), len(names)), dtype=object)
+    a[:] = x
+    return a
+
+
 def parse_inputs(doc: Any, input_shape: tuple[int, ...], feature_names: list[str] | None = None,
-                 may_hold_bools: bool = True) -> np.ndarray:
+                 may_hold_bools: bool = True, raw_cells: bool = False) -> np.ndarray:
     """A ``/predict`` body (parsed JSON) as a numeric array (N, *input_shape), checked as the model needs it.
 
     Args:
@@ -76,6 +97,9 @@ def parse_inputs(doc: Any, input_shape: tuple[int, ...], feature_names: list[str
             objects keyed by feature name (any order).
         may_hold_bools: False only if the body has no ``true``/``false`` (JSON booleans, which numpy would
             take as 1 and 0): skips looking for them value by value.
+        raw_cells: the run encodes raw tabular cells (a CSV run with categories or missing values): samples
+            are rows of the ``feature_names`` columns (objects or lists) whose cells may be strings and nulls;
+            returns an object array (N, F) for the run's encoder.
 
     Returns:
         The samples with a batch dimension (a single sample becomes N = 1).
@@ -104,6 +128,8 @@ def parse_inputs(doc: Any, input_shape: tuple[int, ...], feature_names: list[str
     x = doc["inputs"]
     if feature_names and (isinstance(x, dict) or (isinstance(x, list) and x and isinstance(x[0], dict))):
         x = _rows_from_objects([x] if isinstance(x, dict) else x, list(feature_names))
+    if raw_cells and feature_names:
+        return _raw_rows(x, list(feature_names))
     if not isinstance(x, list) or not x:
         raise BadRequest(422, f"inputs: expected a non-empty list (one sample or a list of samples), got "
                               f"{json.dumps(x)[:40]}")
@@ -290,6 +316,7 @@ def create_app(model: Any, token: str | None = None, max_body_bytes: int = MAX_B
 
     predictor = Predictor(model, batch_wait_ms)
     feature_names = getattr(getattr(model, "preprocessing", None), "feature_names", None)
+    raw_cells = getattr(getattr(model, "preprocessing", None), "featurizer", None) is not None  # its encoder reads
     shape = tuple(model.input_shape)
     meta = json.dumps(metadata(model, model_id, engine, metadata_extra)).encode()
 
@@ -355,7 +382,8 @@ def create_app(model: Any, token: str | None = None, max_body_bytes: int = MAX_B
             doc = json.loads(body)
         except (ValueError, RecursionError) as e:
             raise BadRequest(400, f"body: not valid JSON ({str(e)[:80]})") from None
-        x = parse_inputs(doc, shape, feature_names, may_hold_bools=b"true" in body or b"false" in body)
+        x = parse_inputs(doc, shape, feature_names, may_hold_bools=b"true" in body or b"false" in body,
+                         raw_cells=raw_cells)
         try:
             pred = await predictor.predict(x)
         except DataError as e:

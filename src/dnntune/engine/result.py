@@ -44,6 +44,8 @@ def run_files(result: RunResult, trainer, **summary_extra) -> dict[str, bytes | 
     thresholds = getattr(trainer, "thresholds", None)  # multi-label: chosen on validation (Trainer.fit_thresholds)
     if thresholds is not None:
         summary["thresholds"] = {"values": thresholds, "from": trainer.thresholds_from}
+    if trainer.data.class_names is not None:  # the confusion matrices' axes, by name
+        summary["class_names"] = [str(n) for n in trainer.data.class_names]
     files = {"model.safetensors": weights_bytes(result.model), "recipe.yaml": result.recipe.to_yaml(),
              **Preprocessing.from_data(trainer.data, thresholds).to_files()}
     if result.history:

@@ -207,7 +207,8 @@ class _Builder:
         out = (f"<p>The best recipe, retrained and evaluated once on the test split ({h.esc(where)}).</p>"
                + h.table([k for k, _ in scalars], [[_fmt(x) for _, x in scalars]], set(range(len(scalars)))))
         if test.get("confusion_matrix"):
-            out += self.figure("confusion", lambda: f.confusion(test["confusion_matrix"]), "test confusion matrix",
+            out += self.figure("confusion", lambda: f.confusion(test["confusion_matrix"], self.v.class_names),
+                               "test confusion matrix",
                                "Rows: true class, columns: predicted class; colour: share of the true class.")
         if isinstance(test.get("per_label"), dict):  # multi-label: a table per label instead of a confusion matrix
             out += self.per_label(test["per_label"])

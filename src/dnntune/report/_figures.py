@@ -363,7 +363,8 @@ def timeline(v: StudyView) -> Figure:
     return fig
 
 
-def confusion(matrix) -> Figure:
+def confusion(matrix, labels: list[str] | None = None) -> Figure:
+    """The confusion matrix; ``labels``: the class names for the axes (else the class indices)."""
     m = np.asarray(matrix, dtype=float)
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.size == 0:
         raise Missing("the confusion matrix is not square")
@@ -382,6 +383,11 @@ def confusion(matrix) -> Figure:
     ticks = range(n) if n <= 30 else range(0, n, max(1, n // 15))
     ax.set_xticks(list(ticks))
     ax.set_yticks(list(ticks))
+    if labels is not None and len(labels) == n:
+        names = [str(labels[i])[:16] for i in ticks]
+        turn = max(map(len, names)) > 3
+        ax.set_xticklabels(names, rotation=45 if turn else 0, ha="right" if turn else "center")
+        ax.set_yticklabels(names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     fig.colorbar(im, ax=ax, label="share of the true class", shrink=0.8)

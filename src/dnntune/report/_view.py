@@ -175,6 +175,12 @@ class StudyView:
         return None
 
     @cached_property
+    def class_names(self) -> list[str] | None:
+        """The class names of the final model (best/summary.json), for the confusion matrix's axes."""
+        names = (self._json("best", "summary.json") or {}).get("class_names")
+        return [str(n) for n in names] if isinstance(names, list) else None
+
+    @cached_property
     def best_recipe(self) -> tuple[str, str] | None:
         """The best recipe as YAML and where it came from."""
         if self.run_dir is not None and (self.run_dir / "best" / "recipe.yaml").is_file():

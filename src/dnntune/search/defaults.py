@@ -56,6 +56,10 @@ MODELS = {
     },
 }
 
+# tabular files with categorical columns (csv, parquet): how categories are encoded is searched too
+# (data-section dimensions; each trial's encoder is fitted on its own training split)
+TABULAR_ENCODING = {"max_onehot": {"choice": [4, 16, 64]}, "embed_dim": {"choice": [0, 4, 8, 16]}}
+
 AUGMENT = {
     "signal": {"shift": {"int": [0, 8]}, "scale": {"float": [0.0, 0.3]}, "noise": {"float": [0.0, 0.2]},
                "mixup": {"choice": [0.0, 0.2, 0.4]}},
@@ -108,6 +112,9 @@ def complete_experiment(raw: dict) -> dict:
         probe = validate_recipe({"data": data, "model": {"family": "linear"}})
         d = load_data(probe.data, probe.seed)
         kind, task = d.kind, d.task
+        categorical = getattr(d.featurizer, "categorical_columns", None)
+        if categorical is not None and categorical():  # a tabular file with categories
+            data = {**copy.deepcopy(TABULAR_ENCODING), **data}  # the user's own settings win
     exp = default_experiment(data, kind, task)
     exp["seed"] = raw.get("seed", exp["seed"])
     exp["search"] = {**exp["search"], **(raw.get("search") or {})}
