@@ -116,10 +116,30 @@ def _load_recipe(path: Path) -> Recipe:
         raw = yaml.safe_load(_read_text(path))
     except yaml.YAMLError as e:
         raise DataError(f"{path}: not valid YAML ({e})") from None
+    if isinstance(raw, dict) and raw.get("plugins"):
+        _import_plugins(raw["plugins"], path.parent)
     try:
         return validate_recipe(raw, str(path))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def _import_plugins(names, run_dir: Path) -> None:
+    """The plugins the run's recipe records, imported before its model is built; searched also in the folder
+    the model's plugin was found in at training time (summary.json ``model_plugin.path``)."""
+    from ..plugins import load_plugins
+
+    extra = []
+    try:
+        record = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")).get("model_plugin") or {}
+        extra = [record["path"]] if record.get("path") else []
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        load_plugins(names, base_dir=run_dir, extra_dirs=extra)
+    except ConfigError as e:
+        raise ConfigError(f"{run_dir}: this run's model comes from a plugin that cannot be imported here: {e}; "
+                          "put the plugin module on PYTHONPATH (or pass --plugin MODULE)") from None
 
 
 def _load_summary(path: Path) -> dict | None:

@@ -41,6 +41,11 @@ def run_files(result: RunResult, trainer, **summary_extra) -> dict[str, bytes | 
     summary = result.summary()
     summary.update({"metric": trainer.metric, "direction": trainer.direction, "data": trainer.data.describe(),
                     "env": environment(trainer.device), **summary_extra})
+    from ..plugins import model_plugin
+
+    plugin = model_plugin(result.recipe.model.family)
+    if plugin is not None:  # which plugin built the model: load_run imports it again
+        summary["model_plugin"] = plugin
     files = {"model.safetensors": weights_bytes(result.model), "recipe.yaml": result.recipe.to_yaml(),
              **Preprocessing.from_data(trainer.data).to_files()}
     if result.history:

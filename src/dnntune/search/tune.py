@@ -32,6 +32,7 @@ from .study import (
     FAIL_REASON,
     N_TRIALS_KEY,
     OBJECTIVES_KEY,
+    PLUGIN_DIRS_KEY,
     REQUEUED_KEY,
     STOP_KEY,
     TRACKER_KEY,
@@ -144,9 +145,23 @@ def _spawn_workers(cfg: WorkerConfig, k: int, storage_url: str) -> list[subproce
         if cfg.threads:
             cmd += ["--threads", str(cfg.threads)]
         log = open(logs / f"worker-{i}.log", "ab")
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_worker_env()))
         log.close()
     return procs
+
+
+def _worker_env() -> dict[str, str]:
+    """This process's environment, with the folders plugins were imported from (beside the experiment
+    file) first on PYTHONPATH, so every worker imports the same plugin modules."""
+    from ..plugins import plugin_dirs
+
+    env = dict(os.environ)
+    path = plugin_dirs()
+    if env.get("PYTHONPATH"):
+        path.append(env["PYTHONPATH"])
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+    return env
 
 
 def _wait_workers(procs: list[subprocess.Popen], study: optuna.Study, view: LiveView) -> None:
@@ -222,6 +237,10 @@ def _open_study(experiment: dict, search: SearchSection, objectives: Objectives,
                        (DIRECTIONS_KEY, objectives.directions), (N_TRIALS_KEY, search.n_trials),
                        (EPOCH_BUDGET_KEY, search.epoch_budget), (TRACKER_KEY, tracker)):
         study.set_user_attr(key, value)
+    from ..plugins import plugin_dirs
+
+    if experiment.get("plugins"):  # where plugins beside the experiment file were found, for `dnntune worker`
+        study.set_user_attr(PLUGIN_DIRS_KEY, plugin_dirs())
     if lr_prior is not None:
         from .lr_prior import LR_PRIOR_KEY
 
