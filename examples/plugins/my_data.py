@@ -16,7 +16,7 @@ import dnntune
 class SpiralKnobs(BaseModel):
     samples: int = Field(900, ge=30, le=100_000, description="points over all arms")
     arms: int = Field(3, ge=2, le=10, description="spiral arms = classes")
-    noise: float = Field(0.25, ge=0.0, description="std of Gaussian noise on the coordinates")
+    noise: float = Field(0.5, ge=0.0, description="std of Gaussian noise on the coordinates")
     seed: int = Field(0, ge=0, description="the generator's seed (the data, not the split)")
 
 
@@ -28,5 +28,5 @@ def spirals(knobs: SpiralKnobs):
     r = rng.uniform(0.2, 1.0, knobs.samples)
     theta = 3.5 * r + 2 * np.pi * y / knobs.arms
     x = np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1) * 3
-    x += rng.normal(0, knobs.noise * r[:, None] / 3, x.shape)
+    x += rng.normal(0, knobs.noise, x.shape)
     return {"x": x.astype(np.float32), "y": y, "class_names": [f"arm{i}" for i in range(knobs.arms)]}

@@ -165,7 +165,7 @@ def _names(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
 
 def _where(e: BaseException) -> str:
     """``TypeError: message (file.py, line 12)``: the user's exception and where it was raised."""
-    frames = traceback.extract_tb(e.__traceback__)
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith("<frozen")]
     at = f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})" if frames else ""
     return f"{type(e).__name__}: {e}{at}"
 
@@ -186,9 +186,28 @@ def loaded() -> dict[str, str]:
 
 
 def plugin_dirs() -> list[str]:
-    """Directories added to ``sys.path`` for plugins found beside an experiment (worker processes get them
-    on ``PYTHONPATH``)."""
-    return list(_dirs)
+    """Where this process imported its plugins from: the folders added to ``sys.path`` for plugins found
+    beside an experiment, and the import root of every module that registered a family or dataset (a
+    user's script may have imported it from its own folder). Worker processes get them on PYTHONPATH."""
+    from .data.core import DATASETS
+    from .models.core import MODELS
+
+    roots = list(_dirs)
+    for entry in [*MODELS, *DATASETS]:
+        root = module_root(entry.meta.get("plugin"))
+        if root is not None and root not in roots:
+            roots.append(root)
+    return roots
+
+
+def module_root(name: str | None) -> str | None:
+    """The folder that must be on sys.path to import module ``name`` (None: not imported from a file)."""
+    file = getattr(sys.modules.get(name or ""), "__file__", None) if name and name != MAIN else None
+    if not file:
+        return None
+    path = Path(file).resolve()
+    depth = len(name.split(".")) - (0 if path.name == "__init__.py" else 1)
+    return str(path.parents[depth])
 
 
 def _find_dir(name: str, dirs: Iterable[Path]) -> Path | None:
@@ -329,9 +348,7 @@ def model_plugin(family: str) -> dict | None:
     module = MODELS.get(family).meta.get("plugin")
     if module is None:
         return None
-    file = getattr(sys.modules.get(module), "__file__", None)
-    folder = str(Path(file).resolve().parent) if file else None
-    return PluginRecord(module, family, folder if folder in _dirs else None).to_dict()
+    return PluginRecord(module, family, module_root(module)).to_dict()
 
 
 def describe_entry_points() -> list[dict]:

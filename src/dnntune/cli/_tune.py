@@ -116,7 +116,10 @@ def cmd_best(args) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(args.storage)
     study = load_study(storage, args.study)
-    stored_search(study)  # a clear error for a study dnntune did not create
+    experiment, _ = stored_search(study)  # a clear error for a study dnntune did not create
+    from ..search.worker import import_plugins
+
+    import_plugins(experiment, study)
     objectives = Objectives.of_study(study)
     best = best_trial(study, objectives.directions)
     if best is None:

@@ -54,13 +54,20 @@ def build_model(section, spec: InputSpec, num_outputs: int) -> nn.Module:
     """Build the model family named in a validated ``model:`` section for this input and output size.
 
     The family's ``kinds`` (registry meta) are checked first: a family never sees a kind it did not declare."""
-    entry = MODELS.get(section.family, "model.family")
+    entry = check_kind(section.family, spec)
+    return entry.builder(section.knobs, spec, num_outputs)
+
+
+def check_kind(family: str, spec: InputSpec):
+    """The family's registry entry, if it accepts the spec's data kind (its ``kinds`` meta); a ConfigError
+    naming the family, the kind and the allowed kinds (and the families that take this kind) otherwise."""
+    entry = MODELS.get(family, "model.family")
     kinds = entry.meta.get("kinds")
     if kinds and spec.kind not in kinds:
         fits = [e.name for e in MODELS if spec.kind in (e.meta.get("kinds") or ())]
-        spec.require(section.family, *kinds, hint=f"families for {spec.kind} data: {', '.join(fits) or 'none'}; "
+        spec.require(family, *kinds, hint=f"families for {spec.kind} data: {', '.join(fits) or 'none'}; "
                      "if the kind was inferred wrongly, set data.kind")
-    return entry.builder(section.knobs, spec, num_outputs)
+    return entry
 
 
 def _dry_input(spec: InputSpec) -> torch.Tensor:

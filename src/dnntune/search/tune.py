@@ -195,6 +195,7 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
     if len(data.val) == 0:
         raise ConfigError("data.val_fraction: 0 leaves no validation split to tune on; set it > 0 or use "
                           "search.folds: k (cross-validation)")
+    _check_model(experiment, sample, data)
     objectives = Objectives.from_experiment(experiment, search, data.task)
     study_name = study_name or "study"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -214,6 +215,22 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
     finally:
         view.close(study)
     return _finish(study, objectives, search, out_dir, storage_desc, tracker, quiet, t0, lr_prior)
+
+
+def _check_model(experiment: dict, sample, data) -> None:
+    """Before any trial: every model family the experiment names takes this data's kind, and a plugin
+    family builds for the sample recipe (a broken plugin is one clear error, not a study of failed trials)."""
+    from ..models import MODELS, InputSpec, build_model
+    from ..models.core import check_kind
+
+    spec = InputSpec(data.kind, data.input_shape, data.name, data.input_info)
+    model = experiment.get("model")
+    family = model.get("family") if isinstance(model, dict) else model
+    for name in family.get("choice", []) if isinstance(family, dict) else [sample.model.family]:
+        if isinstance(name, str) and name in MODELS:
+            check_kind(name, spec)
+    if MODELS.get(sample.model.family).meta.get("plugin"):
+        build_model(sample.model, spec, data.num_outputs)
 
 
 def _open_study(experiment: dict, search: SearchSection, objectives: Objectives, storage, study_name: str,
