@@ -381,6 +381,13 @@ def test_a_28x28_array_is_inferred_as_an_image_with_a_note_and_data_kind_overrid
     assert d.kind == "tabular" and d.input_shape == (784,)
     with pytest.raises(ConfigError, match=r"data.kind: sequence needs inputs of shape \(N, L\)"):
         load_data(section(kind="sequence"))
+    # the model of an inferred image predicts raw (N, 28, 28) inputs as they were converted in training
+    dnntune.train({"data": {"name": "npz", "path": path}, "model": {"family": "cnn2d", "depth": 1, "channels": 4},
+                   "train": {"epochs": 1}}, out_dir=tmp_path / "run")
+    raw = np.load(path)["x"][:3]
+    run = dnntune.load_run(tmp_path / "run")
+    assert run.preprocessing.input_shape == (1, 28, 28)
+    assert np.array_equal(run.predict(raw).outputs, run.predict(raw[:, None]).outputs)
 
 
 def test_signal_and_integer_inference_and_sequence_kind():
