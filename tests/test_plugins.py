@@ -381,13 +381,12 @@ def test_a_28x28_array_is_inferred_as_an_image_with_a_note_and_data_kind_overrid
     assert d.kind == "tabular" and d.input_shape == (784,)
     with pytest.raises(ConfigError, match=r"data.kind: sequence needs inputs of shape \(N, L\)"):
         load_data(section(kind="sequence"))
-    # the model of an inferred image predicts raw (N, 28, 28) inputs as they were converted in training
+    # the run folder records the converted layout: the model of an inferred image takes (N, 1, 28, 28)
     dnntune.train({"data": {"name": "npz", "path": path}, "model": {"family": "cnn2d", "depth": 1, "channels": 4},
                    "train": {"epochs": 1}}, out_dir=tmp_path / "run")
-    raw = np.load(path)["x"][:3]
     run = dnntune.load_run(tmp_path / "run")
-    assert run.preprocessing.input_shape == (1, 28, 28)
-    assert np.array_equal(run.predict(raw).outputs, run.predict(raw[:, None]).outputs)
+    assert run.preprocessing.kind == "image" and run.preprocessing.input_shape == (1, 28, 28)
+    assert run.predict(np.load(path)["x"][:3, None]).indices.shape == (3,)
 
 
 def test_signal_and_integer_inference_and_sequence_kind():
@@ -401,6 +400,11 @@ def test_signal_and_integer_inference_and_sequence_kind():
     assert prepare(as_raw((tokens, np.arange(30) % 2)), section(), 0).kind == "tabular"
     d = prepare(as_raw((tokens, np.arange(30) % 2)), section(kind="sequence"), 0)
     assert d.kind == "sequence" and d.train.x.dtype == torch.long and d.mean is None
+    # a kind given with the data is kept (not inferred again): (N, 20, 3) declared a signal of 20 channels
+    x = np.random.default_rng(0).normal(size=(30, 20, 3))
+    assert prepare(as_raw({"x": x, "y": np.arange(30) % 2}), section(), 0).kind == "image"
+    d = prepare(as_raw({"x": x, "y": np.arange(30) % 2, "kind": "signal"}), section(), 0)
+    assert d.kind == "signal" and d.input_shape == (20, 3)
 
 
 def test_a_wrong_kind_for_a_family_is_a_clear_error(tmp_path):

@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import ConfigError
 
 MAX_SIGNAL_CHANNELS = 16
+RANK_GUESSED = {"npz"}  # loaders whose kind is only a guess from the array's rank: inferred here instead
 _said: set[str] = set()  # notes already printed in this process
 
 
@@ -72,8 +73,6 @@ def _note(text: str) -> None:
 def resolve_kind(raw, section):
     """``raw`` (a RawData) with its inputs in the kind ``data.kind`` declares, or the dataset's own kind, or
     the kind inferred from the shape (printing what was inferred and how to override it)."""
-    from .core import DATASETS
-
     declared = getattr(section, "kind", "auto")
     fz = raw.featurizer
     if fz is not None:  # raw inputs: the featurizer decides what they become
@@ -83,8 +82,7 @@ def resolve_kind(raw, section):
         return raw
     if raw.x is None:
         return raw
-    entry = DATASETS.get(section.name) if section.name in DATASETS else None
-    unknown = raw.kind in (None, "auto") or (entry is not None and entry.meta.get("kind") == "any")
+    unknown = raw.kind in (None, "auto") or section.name in RANK_GUESSED
     x = np.asarray(raw.x)
     if declared == "auto":
         if not unknown:

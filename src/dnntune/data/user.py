@@ -121,6 +121,11 @@ def _raw(f: dict, what: str, task: str, kind: str) -> RawData:
                             f"{len(ys) if ys.ndim else 0}; they must match")
     if x_test is not None and x_test.shape[1:] != x.shape[1:]:
         raise DataError(f"{what}: x_test samples have shape {x_test.shape[1:]} but x samples {x.shape[1:]}")
+    if kind != "auto":  # a declared kind: the inputs in its layout (data.kind may still convert them)
+        from .kinds import as_kind
+
+        x = as_kind(x, kind, what)
+        x_test = None if x_test is None else as_kind(x_test, kind, f"{what} x_test")
     names = f.get("class_names")
     if task == "multilabel" or (task == "classification" and names is not None):
         cast = np.float32 if task == "multilabel" else np.int64

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -55,7 +54,7 @@ class LoadedRun(ModelOfRun):
         """
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError(f"batch_size: must be a positive integer (got {batch_size!r})")
-        x = self.preprocessing.transform_inputs(in_trained_layout(inputs, self.preprocessing))
+        x = self.preprocessing.transform_inputs(inputs)
         self.model.eval()
         outs = [self.model(x[i:i + batch_size].to(self.device)).float().cpu() for i in range(0, len(x), batch_size)]
         return torch.cat(outs) if outs else torch.empty(0, self.preprocessing.num_outputs)
@@ -82,23 +81,6 @@ class LoadedRun(ModelOfRun):
         what = f"{p.num_outputs} classes" if p.task == "classification" else "regression"
         return (f"LoadedRun({str(self.path)!r}: {self.recipe.model.family} on {p.dataset} "
                 f"({p.kind} {'×'.join(map(str, p.input_shape))}, {what}), device {self.device})")
-
-
-def in_trained_layout(inputs: Any, pre: Preprocessing) -> Any:
-    """Numeric inputs in the layout training converted them to (``data.kind``, or an inferred kind: a
-    (N, 28, 28) array trained as an image (N, 1, 28, 28), or flattened as tabular); anything else as given."""
-    if pre.featurizer is not None or not isinstance(inputs, (np.ndarray, torch.Tensor)) or inputs.ndim < 2:
-        return inputs
-    shape = tuple(pre.input_shape)
-    if tuple(inputs.shape[1:]) == shape or int(np.prod(inputs.shape[1:])) != int(np.prod(shape)):
-        return inputs
-    from ..data.kinds import as_kind
-
-    try:
-        a = as_kind(inputs.numpy() if isinstance(inputs, torch.Tensor) else inputs, pre.kind, "inputs")
-    except ConfigError:
-        return inputs  # the shape check names expected and got
-    return a if tuple(a.shape[1:]) == shape else inputs
 
 
 def resolve_run_dir(path: str | Path) -> Path:
