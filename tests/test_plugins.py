@@ -83,7 +83,7 @@ def _check_tuned(run: Path, marks: Path, module: str, family: str) -> None:
     assert json.loads((best / "summary.json").read_text())["model_plugin"]["family"] == family
 
 
-def test_a_plugin_beside_the_experiment_is_trained_tuned_by_2_workers_and_loaded(tmp_path):
+def test_a_plugin_beside_the_experiment_is_trained_tuned_by_2_workers_and_loaded(tmp_path, monkeypatch):
     plug = tmp_path / "user"
     plug.mkdir()
     (plug / "tp_file_models.py").write_text(PLUGIN.replace("FAMILY", "tp_file_net"))
@@ -95,7 +95,8 @@ def test_a_plugin_beside_the_experiment_is_trained_tuned_by_2_workers_and_loaded
     res = _dnntune("tune", exp, "--out", tmp_path / "run", "--quiet", cwd=elsewhere, env=env)
     assert res.returncode == 0, res.stderr
     _check_tuned(tmp_path / "run", marks, "tp_file_models", "tp_file_net")
-    # the final model (retrained on train+val) is loaded again: the recorded plugin is imported from its folder
+    # the final model (retrained on train+val) is loaded again, the module on the path (as with PYTHONPATH)
+    monkeypatch.syspath_prepend(str(plug))
     run = dnntune.load_run(tmp_path / "run")
     assert type(run.model).__module__ == "tp_file_models"
     assert run.predict([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]).indices.shape == (2,)
@@ -106,6 +107,11 @@ def test_a_plugin_beside_the_experiment_is_trained_tuned_by_2_workers_and_loaded
     res = _dnntune("predict", tmp_path / "run", rows, cwd=elsewhere, env=env)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "plugin tp_file_models: module not found" in res.stderr and str(tmp_path / "run" / "best") in res.stderr
+    assert f"at training time it was imported from {plug}" in res.stderr
+    # a run folder cannot bring its own code: a module inside it is not imported by load_run
+    (tmp_path / "run" / "best" / "tp_file_models.py").write_text("raise SystemExit('imported!')")
+    res = _dnntune("predict", tmp_path / "run" / "best", rows, cwd=elsewhere, env=env)
+    assert res.returncode == 2 and "module not found" in res.stderr and "imported!" not in res.stderr
     res = _dnntune("worker", "--storage", tmp_path / "run" / "study.journal", "--study", "exp", "--out",
                    tmp_path / "w", cwd=elsewhere, env=env)
     assert res.returncode == 2 and "Traceback" not in res.stderr

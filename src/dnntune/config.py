@@ -385,8 +385,7 @@ def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         raise ConfigError(f"{unknown[0]}: unknown section; allowed: {', '.join(SECTIONS)}")
     from .plugins import load_plugins, used_plugins
 
-    here = Path(source).parent if source.endswith((".yaml", ".yml")) else None  # a plugin beside the file
-    load_plugins(raw.get("plugins"), base_dir=here)  # the registries must know the plugins' names first
+    load_plugins(raw.get("plugins"))  # the registries must know the plugins' names before validation
     dims = [d for d in find_dimensions({k: v for k, v in raw.items() if k != "search"})]
     if dims:
         raise ConfigError(

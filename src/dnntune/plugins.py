@@ -219,11 +219,11 @@ def _find_dir(name: str, dirs: Iterable[Path]) -> Path | None:
 
 
 def load_plugins(names: Iterable[str] | None, base_dir: str | Path | None = None,
-                 extra_dirs: Iterable[str | Path] = (), field: str = "plugins") -> list[str]:
+                 extra_dirs: Iterable[str | Path] = (), field: str = "plugins", cwd: bool = True) -> list[str]:
     """Import the plugin modules the user named, once each; returns the names imported now.
 
     A name is an entry point of group ``dnntune.plugins`` or a module, looked up on ``sys.path``, then in
-    ``base_dir`` (the experiment file's folder), then in ``extra_dirs``, then in the current directory.
+    ``base_dir`` (the experiment file's folder), then in ``extra_dirs``, then (``cwd``) in the current directory.
 
     Raises:
         ConfigError: not a list of names, the module is not found, or importing it failed (the message
@@ -240,12 +240,12 @@ def load_plugins(names: Iterable[str] | None, base_dir: str | Path | None = None
         if name.endswith(".py") or "/" in name or os.sep in name:
             raise ConfigError(f"{field}: {name!r}: give a module name (e.g. {Path(name).stem}), found on "
                               "PYTHONPATH or beside the experiment file")
-        _load_one(name, base_dir, extra_dirs)
+        _load_one(name, base_dir, extra_dirs, cwd)
         done.append(name)
     return done
 
 
-def _load_one(name: str, base_dir, extra_dirs) -> None:
+def _load_one(name: str, base_dir, extra_dirs, cwd: bool) -> None:
     eps = entry_points()
     if name in eps:
         ep = eps[name]
@@ -264,7 +264,7 @@ def _load_one(name: str, base_dir, extra_dirs) -> None:
         return
     found = _find_spec(name)
     if found is None:
-        dirs = [Path(d) for d in ([base_dir] if base_dir else []) + list(extra_dirs)] + [Path.cwd()]
+        dirs = [Path(d) for d in ([base_dir] if base_dir else []) + list(extra_dirs)] + ([Path.cwd()] if cwd else [])
         d = _find_dir(name, dirs)
         if d is None:
             where = ", ".join(str(x) for x in dirs)

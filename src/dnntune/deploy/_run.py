@@ -125,21 +125,24 @@ def _load_recipe(path: Path) -> Recipe:
 
 
 def _import_plugins(names, run_dir: Path) -> None:
-    """The plugins the run's recipe records, imported before its model is built; searched also in the folder
-    the model's plugin was found in at training time (summary.json ``model_plugin.path``)."""
+    """The plugins the run's recipe records, imported before its model is built: from sys.path (installed
+    packages, PYTHONPATH), an entry point, or modules already imported (``--plugin``). Never from inside
+    the run folder: a run folder from elsewhere cannot bring code that loading it would run. The folder the
+    plugin was imported from at training time (summary.json ``model_plugin.path``) is named as a hint."""
     from ..plugins import load_plugins
 
-    extra = []
+    hint = ""
     try:
         record = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")).get("model_plugin") or {}
-        extra = [record["path"]] if record.get("path") else []
+        if record.get("path"):
+            hint = f" (at training time it was imported from {record['path']})"
     except (OSError, ValueError, AttributeError):
         pass
     try:
-        load_plugins(names, base_dir=run_dir, extra_dirs=extra)
+        load_plugins(names, cwd=False)
     except ConfigError as e:
-        raise ConfigError(f"{run_dir}: this run's model comes from a plugin that cannot be imported here: {e}; "
-                          "put the plugin module on PYTHONPATH (or pass --plugin MODULE)") from None
+        raise ConfigError(f"{run_dir}: this run's model comes from a plugin that cannot be imported here: {e}"
+                          f"{hint}; put the plugin's folder on PYTHONPATH or pass --plugin MODULE") from None
 
 
 def _load_summary(path: Path) -> dict | None:
