@@ -448,3 +448,20 @@ def test_experiment_file_api_and_a_dataset_plugin(tmp_path):
     assert r.recipe.plugins == ["tp_data_mod"] and len(r.recipe.data.knobs.model_fields) == 1
     d = load_data(r.recipe.data)
     assert d.kind == "tabular" and d.num_outputs == 3 and len(d.train) + len(d.val) + len(d.test) == 45
+
+
+def test_the_plugins_example_validates_and_its_dataset_loads():
+    from dnntune.config import read_yaml
+    from dnntune.plugins import load_plugins
+    from dnntune.search import validate_experiment
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "plugins"
+    raw = read_yaml(folder / "experiment.yaml")
+    load_plugins(raw["plugins"], base_dir=folder)
+    sample = validate_experiment(raw)
+    assert sample.model.family == "gated_mlp" and raw["search"]["workers"] == 2
+    data = load_data(sample.data, sample.seed)
+    assert (data.kind, data.task, data.num_outputs, data.class_names) == ("tabular", "classification", 3,
+                                                                          ["arm0", "arm1", "arm2"])
+    model = build_model(sample.model, InputSpec(data.kind, data.input_shape), data.num_outputs)
+    assert model_parts(model, "gated_mlp").head == ("classifier",)
