@@ -103,15 +103,13 @@ def test_a_plugin_beside_the_experiment_is_trained_tuned_by_2_workers_and_loaded
     rows = tmp_path / "x.csv"
     rows.write_text("5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n")
     # the module is gone: load_run / predict name it and the run folder; a remote worker names it too
+    # (and a run folder cannot bring its own code: a module of that name inside it is not imported)
     (plug / "tp_file_models.py").rename(plug / "moved.py")
+    (tmp_path / "run" / "best" / "tp_file_models.py").write_text("raise SystemExit('imported!')")
     res = _dnntune("predict", tmp_path / "run", rows, cwd=elsewhere, env=env)
-    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "imported!" not in res.stderr
     assert "plugin tp_file_models: module not found" in res.stderr and str(tmp_path / "run" / "best") in res.stderr
     assert f"at training time it was imported from {plug}" in res.stderr
-    # a run folder cannot bring its own code: a module inside it is not imported by load_run
-    (tmp_path / "run" / "best" / "tp_file_models.py").write_text("raise SystemExit('imported!')")
-    res = _dnntune("predict", tmp_path / "run" / "best", rows, cwd=elsewhere, env=env)
-    assert res.returncode == 2 and "module not found" in res.stderr and "imported!" not in res.stderr
     res = _dnntune("worker", "--storage", tmp_path / "run" / "study.journal", "--study", "exp", "--out",
                    tmp_path / "w", cwd=elsewhere, env=env)
     assert res.returncode == 2 and "Traceback" not in res.stderr
