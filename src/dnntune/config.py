@@ -193,7 +193,7 @@ class Recipe(Section):
         out: dict[str, Any] = {"seed": self.seed}
         if self.plugins:  # first: they are imported before anything else is read
             out["plugins"] = list(self.plugins)
-        for name in SECTIONS[1:-1]:
+        for name in (n for n in SECTIONS[1:] if n != "plugins"):
             section = getattr(self, name)
             if name in NAMED:
                 key = NAMED[name][1]
