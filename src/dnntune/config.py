@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from .registry import Knobs, Registry
 
-SECTIONS = ("seed", "data", "model", "loss", "optim", "schedule", "train", "augment", "search")
+SECTIONS = ("seed", "data", "model", "loss", "optim", "schedule", "train", "augment", "search", "plugins")
 DIMENSION_KEYS = ("float", "int", "choice")
 
 
@@ -38,6 +38,8 @@ class DataSection(Section):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share held out for test (if no own split)")
     normalize: bool = Field(True, description="standardize inputs with training-split statistics")
     in_memory: Literal["auto", True, False] = Field("auto", description="hold data as device tensors")
+    kind: Literal["auto", "tabular", "signal", "image", "sequence"] = Field(
+        "auto", description="what the inputs are; auto: the dataset's own kind, or inferred from the array shape")
     knobs: Knobs
 
 
@@ -183,11 +185,15 @@ class Recipe(Section):
     train: TrainSection = TrainSection()
     augment: AugmentSection = AugmentSection()
     search: SearchSection = SearchSection()
+    plugins: list[str] = Field(default_factory=list, description="user modules that register model families or "
+                               "datasets (dnntune.plugins), imported before the recipe is validated")
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain data, in the shape of the YAML file (knobs flattened)."""
         out: dict[str, Any] = {"seed": self.seed}
-        for name in SECTIONS[1:]:
+        if self.plugins:  # first: they are imported before anything else is read
+            out["plugins"] = list(self.plugins)
+        for name in (n for n in SECTIONS[1:] if n != "plugins"):
             section = getattr(self, name)
             if name in NAMED:
                 key = NAMED[name][1]
@@ -377,6 +383,9 @@ def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     unknown = [k for k in raw if k not in SECTIONS]
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section; allowed: {', '.join(SECTIONS)}")
+    from .plugins import load_plugins, used_plugins
+
+    load_plugins(raw.get("plugins"))  # the registries must know the plugins' names before validation
     dims = [d for d in find_dimensions({k: v for k, v in raw.items() if k != "search"})]
     if dims:
         raise ConfigError(
@@ -402,7 +411,8 @@ def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed: must be a non-negative integer (got {seed!r})")
-    return Recipe(seed=seed, **parts)
+    plugins = list(dict.fromkeys([*(raw.get("plugins") or []), *used_plugins(raw)]))  # recorded in recipe.yaml
+    return Recipe(seed=seed, plugins=plugins, **parts)
 
 
 def _field_names(cls: type[BaseModel], err: ValidationError) -> list[str]:
@@ -421,4 +431,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, seed: int 
     raw = apply_overrides(read_yaml(path), overrides)
     if seed is not None:
         raw["seed"] = seed
+    from .plugins import load_plugins
+
+    load_plugins(raw.get("plugins"), base_dir=Path(path).parent)  # a plugin module may sit beside the file
     return validate_recipe(raw, str(path))

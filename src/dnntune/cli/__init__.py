@@ -24,7 +24,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for group in (_train, _tune, _insight, _demo, _deploy, _serve):
         group.add_commands(sub)
+    for command in sub.choices.values():  # every command can import the user's model families and datasets
+        command.add_argument("--plugin", action="append", default=[], dest="plugins", metavar="MODULE",
+                             help="import this module (or entry point of group dnntune.plugins) first, so its "
+                             "registered model families and datasets can be named (repeatable)")
     return p
+
+
+def _load_plugins(args) -> None:
+    """``--plugin`` modules: on sys.path, beside the command's experiment/recipe file, or here."""
+    from pathlib import Path
+
+    from ..plugins import load_plugins
+
+    names = getattr(args, "plugins", None)
+    if names:
+        path = getattr(args, "recipe", None) or getattr(args, "experiment", None)
+        load_plugins(names, base_dir=Path(path).parent if isinstance(path, str) else None, field="--plugin")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     try:
+        _load_plugins(args)
         return args.func(args)
     except UserError as e:
         from ..search.study import StudyFailed

@@ -33,21 +33,31 @@ def cmd_train(args) -> int:
 def cmd_datasets(args) -> int:
     from ..data import DATASETS
 
-    return _list_registry(DATASETS, args, extra=lambda e: f"{e.meta.get('kind', '')}, {e.meta.get('task', '')}")
+    return _list_registry(DATASETS, args, extra=lambda e: f"{e.meta.get('kind', '')}, {e.meta.get('task', '')}"
+                          + (f"; plugin {e.meta['plugin']}" if e.meta.get("plugin") else ""))
 
 
 def cmd_models(args) -> int:
     from ..models import MODELS
+    from ..plugins import describe_entry_points
 
-    return _list_registry(MODELS, args)
+    def info(e) -> str:
+        kinds = ", ".join(e.meta.get("kinds") or ())
+        return kinds + (f"; plugin {e.meta['plugin']}" if e.meta.get("plugin") else "")
+
+    eps = [ep for ep in describe_entry_points() if not ep["loaded"]]
+    code = _list_registry(MODELS, args, extra=info, entry_points=eps)
+    return code
 
 
-def _list_registry(registry, args, extra=None) -> int:
+def _list_registry(registry, args, extra=None, entry_points=None) -> int:
     rows = []
     for e in registry:
         rows.append({"name": e.name, "doc": e.doc, "info": extra(e) if extra else "",
                      "knobs": [{"name": n, "type": t, "default": d} for n, t, d in e.knob_table()]})
     if args.json:
+        rows += [{"name": ep["name"], "doc": "installed plugin, not loaded (--plugin NAME)", "info": ep["value"],
+                  "entry_point": ep["value"], "loaded": False, "knobs": []} for ep in entry_points or []]
         print(json.dumps(rows, indent=2))
         return 0
     con = _console(stderr=False)
@@ -55,6 +65,10 @@ def _list_registry(registry, args, extra=None) -> int:
         con.print(f"[bold]{r['name']}[/bold]  {r['doc']}" + (f"  [dim]({r['info']})[/dim]" if r["info"] else ""))
         for k in r["knobs"]:
             con.print(f"    {k['name']:<20} {k['type']:<28} default {k['default']}")
+    if entry_points:  # discovered, never imported unless named (a plugin is code: it runs only when asked for)
+        con.print("\n[bold]installed plugins, not loaded[/bold] (load with --plugin NAME or plugins: [NAME])")
+        for ep in entry_points:
+            con.print(f"    {ep['name']:<20} {ep['value']:<28} {ep['distribution']}")
     return 0
 
 

@@ -12,10 +12,12 @@ from ._common import TRACKER_ARG, _console
 
 def _experiment_from_args(args) -> tuple[dict, str]:
     from ..config import apply_overrides, read_yaml
+    from ..plugins import load_plugins, used_plugins
     from ..search import complete_experiment
 
     if args.experiment:
         raw, source = read_yaml(args.experiment), args.experiment
+        load_plugins(raw.get("plugins"), base_dir=Path(args.experiment).parent)
         if args.data:
             raw["data"] = {**(raw.get("data") or {}), "name": args.data}
     elif args.data:
@@ -26,6 +28,7 @@ def _experiment_from_args(args) -> tuple[dict, str]:
     # in for an experiment that names only the data, then every other override lands on the full experiment
     early = [s for s in args.set or [] if s.split("=", 1)[0].strip().split(".")[0] in ("data", "seed", "search")]
     late = [s for s in args.set or [] if s not in early]
+    plugins = [*(raw.pop("plugins", None) or []), *getattr(args, "plugins", [])]  # not part of the default space
     raw = complete_experiment(apply_overrides(raw, early))
     raw = apply_overrides(raw, late)
     search = dict(raw.get("search") or {})
@@ -38,7 +41,9 @@ def _experiment_from_args(args) -> tuple[dict, str]:
     if args.timeout is not None and args.n_trials is None:
         search["n_trials"] = None  # a time budget alone: as many trials as fit
     raw["search"] = search
-    return complete_experiment(raw), source
+    raw = complete_experiment(raw)
+    plugins = list(dict.fromkeys([*plugins, *used_plugins(raw)]))  # stored with the study: workers import them
+    return ({"plugins": plugins, **raw} if plugins else raw), source
 
 
 def cmd_tune(args) -> int:
@@ -112,7 +117,10 @@ def cmd_best(args) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(args.storage)
     study = load_study(storage, args.study)
-    stored_search(study)  # a clear error for a study dnntune did not create
+    experiment, _ = stored_search(study)  # a clear error for a study dnntune did not create
+    from ..search.worker import import_plugins
+
+    import_plugins(experiment, study)
     objectives = Objectives.of_study(study)
     best = best_trial(study, objectives.directions)
     if best is None:

@@ -14,6 +14,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from ..errors import DataError
 from ..registry import Registry
+from .kinds import resolve_kind
 
 Task = Literal["classification", "regression", "multilabel"]
 # sequence: (N, L) integer token ids (text), padded with id 0
@@ -299,12 +300,13 @@ def prepare(raw: RawData, section, seed: int, fold: tuple[int, int] | None = Non
     partition of the non-test data is the validation split (cross-validated search); the test split is
     the same as without folds."""
     name = section.name
+    raw = resolve_kind(raw, section)  # data.kind, the dataset's own kind, or inferred from the shape
     x, y = _checked(raw, name)
     classification = raw.task == "classification"
     x_train, x_val, x_test, y_train, y_val, y_test = _partition(raw, x, y, section, seed, fold)
     if raw.task == "multilabel":
         _check_labels_in_training(f"{name} ({raw.source})" if raw.source else name, y_train, raw.class_names)
-    kind, fz, xdt = raw.kind, raw.featurizer, torch.float32
+    kind, fz, xdt = raw.kind, raw.featurizer, torch.long if raw.kind == "sequence" else torch.float32
     if fz is not None:  # learned on this training split only, then applied to every split
         fz = fz.fit(x_train, y_train)
         x_train, x_val, x_test = fz.transform(x_train), fz.transform(x_val), fz.transform(x_test)

@@ -119,10 +119,33 @@ def _load_recipe(path: Path) -> Recipe:
         raw = yaml.safe_load(_read_text(path))
     except yaml.YAMLError as e:
         raise DataError(f"{path}: not valid YAML ({e})") from None
+    if isinstance(raw, dict) and raw.get("plugins"):
+        _import_plugins(raw["plugins"], path.parent)
     try:
         return validate_recipe(raw, str(path))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def _import_plugins(names, run_dir: Path) -> None:
+    """The plugins the run's recipe records, imported before its model is built: from sys.path (installed
+    packages, PYTHONPATH), an entry point, or modules already imported (``--plugin``). Never from inside
+    the run folder: a run folder from elsewhere cannot bring code that loading it would run. The folder the
+    plugin was imported from at training time (summary.json ``model_plugin.path``) is named as a hint."""
+    from ..plugins import load_plugins
+
+    hint = ""
+    try:
+        record = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")).get("model_plugin") or {}
+        if record.get("path"):
+            hint = f" (at training time it was imported from {record['path']})"
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        load_plugins(names, cwd=False)
+    except ConfigError as e:
+        raise ConfigError(f"{run_dir}: this run's model comes from a plugin that cannot be imported here: {e}"
+                          f"{hint}; put the plugin's folder on PYTHONPATH or pass --plugin MODULE") from None
 
 
 def _load_summary(path: Path) -> dict | None:

@@ -46,6 +46,11 @@ def run_files(result: RunResult, trainer, **summary_extra) -> dict[str, bytes | 
         summary["thresholds"] = {"values": thresholds, "from": trainer.thresholds_from}
     if trainer.data.class_names is not None:  # the confusion matrices' axes, by name
         summary["class_names"] = [str(n) for n in trainer.data.class_names]
+    from ..plugins import model_plugin
+
+    plugin = model_plugin(result.recipe.model.family)
+    if plugin is not None:  # which plugin built the model: load_run imports it again
+        summary["model_plugin"] = plugin
     files = {"model.safetensors": weights_bytes(result.model), "recipe.yaml": result.recipe.to_yaml(),
              **Preprocessing.from_data(trainer.data, thresholds).to_files()}
     if result.history:

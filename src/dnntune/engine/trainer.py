@@ -394,10 +394,20 @@ class Trainer:
         return result
 
 
-def train(recipe: Recipe, data: Data | None = None, out_dir: str | Path | None = None,
+def train(experiment: Recipe | dict | str | Path, out_dir: str | Path | None = None, data=None,
           on_epoch_end: EpochHook | None = None, evaluate_test: bool = True, resume: bool = True,
-          callbacks=()) -> RunResult:
+          callbacks=(), num_workers: int = 0) -> RunResult:
     """Train one concrete recipe; write the run folder if ``out_dir`` is given.
+
+    Args:
+        experiment: a :class:`Recipe`, the same as a dict (the YAML file's shape), or a YAML file's path.
+        out_dir: the run folder (none: nothing is written).
+        data: None (the recipe's ``data.name``), a prepared :class:`~dnntune.data.Data`, or the user's own
+            data: ``(x, y)`` numpy arrays or torch tensors, a dict with ``x, y`` and optionally ``x_test,
+            y_test, kind, task, class_names``, a map-style ``torch.utils.data.Dataset`` of (input, target)
+            pairs or a pair (train Dataset, test Dataset). Own data is split and normalized by the same
+            ``prepare`` as built-in data (``data.name`` may be left out: it becomes ``python``).
+        num_workers: DataLoader processes that read a Dataset (it is read once, into memory).
 
     Example:
         >>> from dnntune.config import validate_recipe
@@ -405,5 +415,53 @@ def train(recipe: Recipe, data: Data | None = None, out_dir: str | Path | None =
         >>> result = train(r)
         >>> sorted(result.metrics)
         ['test', 'train', 'val']
+        >>> import numpy as np
+        >>> x, y = np.random.default_rng(0).normal(size=(60, 4)), np.arange(60) % 2
+        >>> train({"model": {"family": "linear"}, "train": {"epochs": 1}}, data=(x, y)).recipe.data.name
+        'python'
     """
+    from ..data import prepare
+    from ..data.user import as_raw
+
+    recipe = as_recipe(experiment, own_data=data is not None and not isinstance(data, Data))
+    if data is not None and not isinstance(data, Data):
+        data = prepare(as_raw(data, "data", num_workers=num_workers), recipe.data, recipe.seed)
     return Trainer(copy.copy(recipe), data, out_dir, on_epoch_end, evaluate_test, resume, callbacks=callbacks).fit()
+
+
+def as_recipe(experiment: Recipe | dict | str | Path, own_data: bool = False) -> Recipe:
+    """A Recipe from a Recipe, a dict or a YAML path; with ``own_data`` (``data=`` given in Python) the data
+    section names the ``python`` dataset (its other fields, e.g. val_fraction or kind, are kept)."""
+    from ..config import load_recipe, validate_recipe
+    from ..data.user import NAME
+
+    if isinstance(experiment, Recipe):
+        if own_data and experiment.data.name != NAME:
+            raise ConfigError(f"data.name: {experiment.data.name!r} names a dataset, but data= was given too; "
+                              f"leave data.name out (or set it to {NAME}) to train on data=")
+        return experiment
+    if isinstance(experiment, (str, Path)):
+        if not own_data:
+            return load_recipe(experiment)
+        from ..config import read_yaml
+        from ..plugins import load_plugins
+
+        raw = read_yaml(experiment)
+        load_plugins(raw.get("plugins"), base_dir=Path(experiment).parent)
+        return validate_recipe(with_own_data(raw), str(experiment))
+    if not isinstance(experiment, dict):
+        raise ConfigError(f"experiment: expected a Recipe, a dict or a YAML file path, got {type(experiment).__name__}")
+    return validate_recipe(with_own_data(experiment) if own_data else experiment)
+
+
+def with_own_data(raw: dict) -> dict:
+    """``raw`` with ``data.name: python`` (the data given in Python); another dataset name is an error."""
+    from ..data.user import NAME
+
+    data = raw.get("data") or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"data: expected a mapping of data options, got {data!r}")
+    if data.get("name", NAME) != NAME:
+        raise ConfigError(f"data.name: {data['name']!r} names a dataset, but data= was given too; leave data.name "
+                          f"out (or set it to {NAME}) to use data=")
+    return {**raw, "data": {**data, "name": NAME}}

@@ -24,6 +24,7 @@ OBJECTIVES_KEY = "dnntune:objectives"
 DIRECTIONS_KEY = "dnntune:directions"
 N_TRIALS_KEY = "dnntune:n_trials"
 EPOCH_BUDGET_KEY = "dnntune:epoch_budget"
+PLUGIN_DIRS_KEY = "dnntune:plugin_dirs"  # folders the experiment's plugins were imported from
 FAIL_REASON = "fail_reason"
 OBJECTIVE_EXTRAS = {"params": "minimize", "wall_seconds": "minimize", "epochs": "minimize"}
 

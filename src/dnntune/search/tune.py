@@ -32,6 +32,7 @@ from .study import (
     FAIL_REASON,
     N_TRIALS_KEY,
     OBJECTIVES_KEY,
+    PLUGIN_DIRS_KEY,
     REQUEUED_KEY,
     STOP_KEY,
     TRACKER_KEY,
@@ -144,9 +145,23 @@ def _spawn_workers(cfg: WorkerConfig, k: int, storage_url: str) -> list[subproce
         if cfg.threads:
             cmd += ["--threads", str(cfg.threads)]
         log = open(logs / f"worker-{i}.log", "ab")
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_worker_env()))
         log.close()
     return procs
+
+
+def _worker_env() -> dict[str, str]:
+    """This process's environment, with the folders plugins were imported from (beside the experiment
+    file) first on PYTHONPATH, so every worker imports the same plugin modules."""
+    from ..plugins import plugin_dirs
+
+    env = dict(os.environ)
+    path = plugin_dirs()
+    if env.get("PYTHONPATH"):
+        path.append(env["PYTHONPATH"])
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+    return env
 
 
 def _wait_workers(procs: list[subprocess.Popen], study: optuna.Study, view: LiveView) -> None:
@@ -180,6 +195,7 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
     if len(data.val) == 0:
         raise ConfigError("data.val_fraction: 0 leaves no validation split to tune on; set it > 0 or use "
                           "search.folds: k (cross-validation)")
+    _check_model(experiment, sample, data)
     objectives = Objectives.from_experiment(experiment, search, data.task)
     study_name = study_name or "study"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,6 +215,22 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
     finally:
         view.close(study)
     return _finish(study, objectives, search, out_dir, storage_desc, tracker, quiet, t0, lr_prior)
+
+
+def _check_model(experiment: dict, sample, data) -> None:
+    """Before any trial: every model family the experiment names takes this data's kind, and a plugin
+    family builds for the sample recipe (a broken plugin is one clear error, not a study of failed trials)."""
+    from ..models import MODELS, InputSpec, build_model
+    from ..models.core import check_kind
+
+    spec = InputSpec(data.kind, data.input_shape, data.name, data.input_info)
+    model = experiment.get("model")
+    family = model.get("family") if isinstance(model, dict) else model
+    for name in family.get("choice", []) if isinstance(family, dict) else [sample.model.family]:
+        if isinstance(name, str) and name in MODELS:
+            check_kind(name, spec)
+    if MODELS.get(sample.model.family).meta.get("plugin"):
+        build_model(sample.model, spec, data.num_outputs)
 
 
 def _open_study(experiment: dict, search: SearchSection, objectives: Objectives, storage, study_name: str,
@@ -222,6 +254,10 @@ def _open_study(experiment: dict, search: SearchSection, objectives: Objectives,
                        (DIRECTIONS_KEY, objectives.directions), (N_TRIALS_KEY, search.n_trials),
                        (EPOCH_BUDGET_KEY, search.epoch_budget), (TRACKER_KEY, tracker)):
         study.set_user_attr(key, value)
+    from ..plugins import plugin_dirs
+
+    if experiment.get("plugins"):  # where plugins beside the experiment file were found, for `dnntune worker`
+        study.set_user_attr(PLUGIN_DIRS_KEY, plugin_dirs())
     if lr_prior is not None:
         from .lr_prior import LR_PRIOR_KEY
 

@@ -19,6 +19,7 @@ from .study import (
     DEADLINE_KEY,
     EPOCH_BUDGET_KEY,
     N_TRIALS_KEY,
+    PLUGIN_DIRS_KEY,
     STOP_KEY,
     TRACKER_KEY,
     Objectives,
@@ -57,6 +58,19 @@ def _complete_config(cfg: WorkerConfig, study: optuna.Study) -> None:
         cfg.threads = max(1, (os.cpu_count() or 1) // max(cfg.workers, 1))
 
 
+def import_plugins(experiment: dict, study: optuna.Study) -> None:
+    """Import the plugins the study's experiment names (looked up also in the folders they were found in
+    when the study was created); a clear error naming the module if this machine cannot import it."""
+    from ..errors import ConfigError
+    from ..plugins import load_plugins
+
+    try:
+        load_plugins(experiment.get("plugins"), extra_dirs=study.user_attrs.get(PLUGIN_DIRS_KEY) or [])
+    except ConfigError as e:
+        raise ConfigError(f"study {study.study_name!r} needs its experiment's plugins on this machine: {e}. "
+                          "Install or copy the module here and put its folder on PYTHONPATH") from None
+
+
 def run_worker(cfg: WorkerConfig, storage=None, on_trial=None, on_epoch=None) -> None:
     """Run trials of an existing study until the budget is used (or the study is stopped)."""
     import torch
@@ -65,6 +79,7 @@ def run_worker(cfg: WorkerConfig, storage=None, on_trial=None, on_epoch=None) ->
     storage = storage or st.open_storage(cfg.storage_url, cfg.out_dir)
     study = load_study(storage, cfg.study_name)
     experiment, search = stored_search(study)
+    import_plugins(experiment, study)
     _complete_config(cfg, study)
     torch.set_num_threads(cfg.threads)
     objectives = Objectives.of_study(study)
