@@ -129,8 +129,9 @@ def run(quick: bool = False) -> str:
         base.append(b["test"])
         ours.append(s["test"]["accuracy"])
         family = s["best"]["params"].get("model.family", "?")
-        rows.append(f"| {seed} | {b['test']:.4f} (C={b['C']:g}, {b['seconds']:.0f} s) | **{s['test']['accuracy']:.4f}** "
-                    f"| {t['complete']} / {t['pruned']} / {t['fail']} | {s['wall_seconds']:.0f} | {family} |")
+        rows.append(f"| {seed} | {b['test']:.4f} (C={b['C']:g}, {b['seconds']:.0f} s) | "
+                    f"**{s['test']['accuracy']:.4f}** | {t['complete']} / {t['pruned']} / {t['fail']} | "
+                    f"{s['wall_seconds']:.0f} | {family} |")
     n_tr, n_va, n_te = b["sizes"]
     lines = [
         f"## Text classification: dnntune vs TF-IDF + logistic regression ({budget / 60:.0f}-minute budget)\n",

@@ -216,7 +216,7 @@ def _check_texts(where: str, column: str, texts: list[str]) -> None:
 
 def _check_classes(where: str, column: str, task: str, names: list[str] | None) -> None:
     if task == "classification" and names is not None and len(names) < 2:
-        raise DataError(f"{where}: {column} holds a single class ({names[0]!r}); classification needs at "
+        raise DataError(f"{where}: {column} holds a single class {names[0]!r}; classification needs at "
                         "least 2 classes")
 
 
