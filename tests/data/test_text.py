@@ -264,6 +264,10 @@ def test_predict_cli_reads_the_text_column_of_a_csv(text_run, tmp_path, capsys):
     (tmp_path / "docs" / "x.txt").write_text("coral reef and salt", encoding="utf-8")
     assert main(["predict", str(text_run), str(tmp_path / "docs")]) == 0
     assert capsys.readouterr().out.splitlines() == ["id,label", "x.txt,sea"]
+    (tmp_path / "y.txt").write_text("nebula launch", encoding="utf-8")
+    assert main(["predict", str(text_run), str(tmp_path / "docs" / "x.txt"), str(tmp_path / "y.txt")]) == 0
+    assert capsys.readouterr().out.splitlines() == ["id,label", "x.txt,sea", "y.txt,space"]
+    assert main(["predict", str(text_run), str(tmp_path / "nope.npy")]) == 2
 
 
 def test_serve_takes_strings(text_run):
@@ -297,6 +301,13 @@ def test_onnx_export_takes_token_ids_and_load_onnx_takes_texts(text_csv, tmp_pat
     texts = ["ocean wave tide sailor", "rocket orbit planet", ""]
     onnx, torch_run = load_onnx(res.path, device="cpu"), load_run(tmp_path)
     np.testing.assert_allclose(onnx.predict(texts).outputs, torch_run.predict(texts).outputs, atol=1e-4)
+    from starlette.testclient import TestClient
+
+    from dnntune.deploy._serve_app import create_app
+
+    with TestClient(create_app(onnx, engine="onnxruntime")) as client:  # serve --engine onnxruntime: strings too
+        r = client.post("/predict", json={"inputs": texts})
+        assert r.status_code == 200 and r.json()["labels"] == torch_run.predict(texts).labels
 
 
 def test_tune_from_the_default_text_space_and_its_report(text_csv, tmp_path, capsys):
@@ -320,3 +331,17 @@ def test_tune_from_the_default_text_space_and_its_report(text_csv, tmp_path, cap
     assert (report / "index.html").is_file() and (report / "confusion.png").is_file()
     assert "warning" not in err.lower()
     assert (tmp_path / "study" / "best" / "tokenizer.json").is_file()
+
+
+def test_text_regression_predicts_values(tmp_path):
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 8, 120)
+    rows = [(" ".join(["good"] * int(k) + ["meh"] * (8 - int(k))), str(int(k))) for k in counts]
+    path = write_csv(tmp_path / "scores.csv", rows, header=("text", "score"))
+    r = validate_recipe({"data": data_section(path, label="score", task="regression"),
+                         "model": {"family": "embedding_bag", "buckets": 0}, "optim": {"lr": 0.03},
+                         "train": {"epochs": 30}})
+    res = train(r, out_dir=tmp_path / "run")
+    assert res.metrics["test"]["r2"] > 0.9
+    values = load_run(tmp_path / "run").predict(["good good good good good good meh meh"]).values
+    assert abs(float(values[0]) - 6) < 0.5
