@@ -317,7 +317,9 @@ def test_tune_from_the_default_text_space_and_its_report(text_csv, tmp_path, cap
 
     exp = complete_experiment({"data": data_section(text_csv)})
     assert exp["model"]["family"]["choice"] == ["embedding_bag", "textcnn", "rnn", "transformer"]
-    assert set(exp["augment"]) == {"token_dropout", "token_mask"} and "vocab_size" in exp["data"]
+    assert set(exp["augment"]) == {"token_dropout", "token_mask"} and exp["data"]["vocab_size"] == 200  # as set
+    searched = complete_experiment({"data": {"name": "text_csv", "path": str(text_csv)}})["data"]["vocab_size"]
+    assert searched == {"choice": [4000, 8000, 16000]}  # searched where the data section leaves it open
     exp["train"]["epochs"] = 2
     exp["search"] = {"n_trials": 2, "sampler": "random", "pruner": "none"}
     exp["model"]["family"] = {"choice": ["embedding_bag", "textcnn"]}  # the fast ones
@@ -345,3 +347,23 @@ def test_text_regression_predicts_values(tmp_path):
     assert res.metrics["test"]["r2"] > 0.9
     values = load_run(tmp_path / "run").predict(["good good good good good good meh meh"]).values
     assert abs(float(values[0]) - 6) < 0.5
+
+
+def test_every_recipe_of_the_default_text_space_builds_and_runs(text_csv):
+    import optuna
+
+    from dnntune.models import build_model
+    from dnntune.search import complete_experiment, suggest_recipe
+
+    exp = complete_experiment({"data": data_section(text_csv)})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    spec = InputSpec("sequence", (16,), "toy", info={"vocab_size": 200, "pad_id": 0})
+    families = set()
+    for _ in range(24):
+        recipe = validate_recipe(suggest_recipe(study.ask(), exp), "recipe")
+        families.add(recipe.model.family)
+        with torch.no_grad():
+            out = build_model(recipe.model, spec, 3).eval()(torch.randint(0, 200, (2, 16)))
+        assert out.shape == (2, 3) and torch.isfinite(out).all()
+        assert recipe.augment.token_dropout <= 0.2 and recipe.data.knobs.vocab_size == 200  # as the data says
+    assert families == {"embedding_bag", "textcnn", "rnn", "transformer"}

@@ -144,7 +144,7 @@ class TextTokenizer(Featurizer):
             kind, size, length, lower = (state["tokenizer"], int(state["vocab_size"]), int(state["max_length"]),
                                          bool(state["lowercase"]))
             tok = tk.Tokenizer.from_str(files["tokenizer.json"].decode("utf-8"))
-        except (KeyError, TypeError, ValueError, Exception) as e:  # tokenizers raises a plain Exception
+        except Exception as e:  # noqa: BLE001 - a missing key, a bad value, or tokenizers' own plain Exception
             raise DataError(f"tokenizer.json / preprocess.json: not a saved dnntune text tokenizer ({e})") from None
         return cls(kind, size, length, lower, _padded(tok, length))
 
@@ -203,9 +203,10 @@ class TextFolderKnobs(TokenizerKnobs):
     path: str = Field(..., description="root folder: one subfolder of .txt files per class (or train/ and test/)")
 
 
-def _column(path: Path, header: list[str], name: str, what: str) -> int:
+def _column(path: Path, header: list[str], name: str, what: str, hint: str = "") -> int:
     if name not in header:
-        raise DataError(f"{path}: no {what} column {name!r}; columns: {', '.join(header)} (set data.{what})")
+        raise DataError(f"{path}: no {what} column {name!r}; columns: {', '.join(header)} "
+                        f"({hint or f'set data.{what}'})")
     return header.index(name)
 
 
@@ -322,5 +323,6 @@ def texts_of(path: str | Path, columns: str | tuple[str, ...] = "text", delimite
     path = Path(path)
     header, rows, _ = _read_csv(path, delimiter)
     names = (columns,) if isinstance(columns, str) else tuple(columns)
-    cols = [_column(path, header, n, "text") for n in names]
+    hint = "the run was trained on texts from the column(s) " + ", ".join(map(repr, names))
+    cols = [_column(path, header, n, "text", hint) for n in names]
     return ["\n".join(row[c] for c in cols) for row in rows]
