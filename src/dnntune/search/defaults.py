@@ -56,7 +56,8 @@ MODELS = {
     },
     "sequence": {
         "family": {"choice": ["embedding_bag", "textcnn", "rnn", "transformer"]},
-        "embedding_bag": {"dim": {"int": [32, 256], "log": True}, "buckets": {"choice": [0, 16384, 65536]},
+        # every step updates the whole bigram table (dense gradients): keep it small enough to stay fast
+        "embedding_bag": {"dim": {"int": [32, 128], "log": True}, "buckets": {"choice": [0, 4096, 16384]},
                           "dropout": {"float": [0.0, 0.5]}},
         "textcnn": {"embed": {"int": [32, 128], "log": True}, "channels": {"int": [32, 128], "log": True},
                     "dropout": {"float": [0.0, 0.5]}},
