@@ -91,7 +91,7 @@ class RNN(nn.Module):
 
 @MODELS.register("rnn", RNNKnobs, kinds=SEQUENCE_KINDS)
 def rnn(knobs: RNNKnobs, spec: InputSpec, num_outputs: int) -> nn.Module:
-    """GRU or LSTM over a signal's steps or an image's rows, with a linear readout."""
+    """GRU or LSTM over a signal's steps, an image's rows or a text's tokens, with a linear readout."""
     _require_sequence("rnn", spec)
     return TokenRNN(spec, num_outputs, knobs) if spec.kind == "sequence" else RNN(spec, num_outputs, knobs)
 
@@ -210,7 +210,7 @@ class Transformer(nn.Module):
 
 @MODELS.register("transformer", TransformerKnobs, kinds=SEQUENCE_KINDS)
 def transformer(knobs: TransformerKnobs, spec: InputSpec, num_outputs: int) -> nn.Module:
-    """Small transformer encoder over a signal's steps or an image's rows (optionally grouped into patches)."""
+    """Small transformer encoder over a signal's steps, an image's rows (optionally in patches) or a text's tokens."""
     _require_sequence("transformer", spec)
     if spec.kind == "sequence":
         return TokenTransformer(spec, num_outputs, knobs)
