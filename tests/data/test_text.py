@@ -62,13 +62,18 @@ def data_section(path, **knobs):
 # --- the tokenizer --------------------------------------------------------------------------------
 
 
-def test_tokenizer_is_trained_on_the_training_split_only(tmp_path):
-    root = tmp_path / "folder"
+def text_folder(root):
+    """root/{train,test}/<class>/<i>.txt; the train and test texts each hold a word of their own."""
     for split, extra in (("train", "quartzite"), ("test", "zanzibarite")):
         for label, words in WORDS.items():
             (root / split / label).mkdir(parents=True)
             for i in range(12):  # each split's own word, many times: a tokenizer trained on it learns it whole
                 (root / split / label / f"{i}.txt").write_text(f"{words} {extra} {extra}", encoding="utf-8")
+    return root
+
+
+def test_tokenizer_is_trained_on_the_training_split_only(tmp_path):
+    root = text_folder(tmp_path / "folder")
     r = validate_recipe({"data": {"name": "text_folder", "path": str(root), "vocab_size": 300, "max_length": 20},
                          "model": {"family": "embedding_bag"}})
     d = load_data(r.data, r.seed)
@@ -218,6 +223,17 @@ def test_bad_text_csv_exits_2_naming_the_file_and_column(tmp_path, capsys, rows,
     import re
 
     assert re.search(message, err), err
+
+
+def test_text_folder_trains_and_predicts_a_folder(tmp_path, capsys):
+    root = text_folder(tmp_path / "folder")
+    r = validate_recipe({"data": {"name": "text_folder", "path": str(root), "vocab_size": 300, "max_length": 20},
+                         "model": {"family": "textcnn", "embed": 16, "channels": 8}, "train": {"epochs": 3}})
+    res = train(r, out_dir=tmp_path / "run")
+    assert set(res.metrics) == {"train", "val", "test"}
+    assert main(["predict", str(tmp_path / "run"), str(root / "test")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "id,label" and len(lines) == 37 and lines[1].startswith("fruit/0.txt,")
 
 
 def test_text_folder_with_one_class_is_refused(tmp_path):
