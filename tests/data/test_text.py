@@ -300,14 +300,16 @@ def test_serve_takes_strings(text_run):
         assert bad.status_code == 422 and "inputs[0]" in bad.json()["detail"]
 
 
-@pytest.mark.parametrize("family", ["transformer"])
-def test_onnx_export_takes_token_ids_and_load_onnx_takes_texts(text_csv, tmp_path, family):
+# embedding_bag and textcnn export text in tests/deploy/test_export.py (every family, on a kind it takes)
+@pytest.mark.parametrize("family, knobs", [("transformer", {"d_model": 16, "heads": 2, "layers": 1}),
+                                           ("rnn", {"hidden": 8, "embed": 8, "layers": 2})])
+def test_onnx_export_takes_token_ids_and_load_onnx_takes_texts(text_csv, tmp_path, family, knobs):
     pytest.importorskip("onnxruntime")
     from dnntune.deploy import export
     from dnntune.deploy._onnx import load_onnx
 
-    r = validate_recipe({"data": data_section(text_csv), "model": {"family": family, "d_model": 16, "heads": 2,
-                                                                   "layers": 1}, "train": {"epochs": 2}})
+    r = validate_recipe({"data": data_section(text_csv), "model": {"family": family, **knobs},
+                         "train": {"epochs": 2}})
     train(r, out_dir=tmp_path)
     res = export(tmp_path, "onnx")
     assert res.real_inputs and res.max_abs_diff < 1e-4
