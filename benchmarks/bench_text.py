@@ -149,6 +149,9 @@ def run(quick: bool = False) -> str:
         f"\nMean over {len(seeds)} seed(s): TF-IDF + LR {_mean_std(base)}, dnntune {_mean_std(ours)}. Load average "
         f"after each seed: {', '.join(f'{v:.1f}' for v in load)} (the machine's 2 cores were shared with other "
         "work). Studies and reports: `runs/bench-text/` (not committed).",
+        f"\nCommand: `DNNTUNE_BENCH_TEXT_BUDGET={budget:.0f} DNNTUNE_BENCH_TEXT_SEEDS={','.join(map(str, seeds))} "
+        f"DNNTUNE_BENCH_TEXT_WORKERS={workers} python benchmarks/run.py text`. The issue's full run (15 minutes per "
+        "side, seeds 0, 1, 2; about 50 minutes): `python benchmarks/run.py text`.",
     ]
     return "\n".join(lines) + "\n"
 
