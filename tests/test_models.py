@@ -12,11 +12,14 @@ from dnntune.models.sequence import as_sequence
 
 ALL = ("tabular", "signal", "image")
 SPECS = {"tabular": InputSpec("tabular", (13,), "wine"), "signal": InputSpec("signal", (1, 40), "mnist1d"),
-         "image": InputSpec("image", (1, 8, 8), "digits")}
+         "image": InputSpec("image", (1, 8, 8), "digits"),
+         "sequence": InputSpec("sequence", (64,), "texts", info={"vocab_size": 8000, "pad_id": 0})}
 DATASETS = {"tabular": {"name": "wine"}, "signal": {"name": "mnist1d", "num_samples": 200},
             "image": {"name": "digits"}}
 EXPECTED_KINDS = {"linear": ALL, "mlp": ALL, "cnn1d": ("signal",), "cnn2d": ("image",),
-                  "resnet": ("signal", "image"), "rnn": ("signal", "image"), "transformer": ("signal", "image")}
+                  "resnet": ("signal", "image"), "rnn": ("signal", "image", "sequence"),
+                  "transformer": ("signal", "image", "sequence"), "embedding_bag": ("sequence",),
+                  "textcnn": ("sequence",)}  # sequence families: tests/data/test_text.py
 NEW_FAMILIES = ("resnet", "rnn", "transformer")
 # small sizes for the end-to-end runs; families not listed train with their defaults
 SMALL = {"mlp": {"width": 16, "depth": 1}, "cnn1d": {"channels": 8, "depth": 2}, "cnn2d": {"channels": 8, "depth": 2},

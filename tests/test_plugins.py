@@ -260,17 +260,18 @@ def test_model_parts_default_rule_and_declared_parts_of_every_built_in_family():
     parts = model_parts(model, "tp_api_net")
     assert parts.head == ("last",) and parts.backbone == ("hidden", "norm")
     specs = {"tabular": InputSpec("tabular", (6,)), "signal": InputSpec("signal", (1, 16)),
-             "image": InputSpec("image", (1, 8, 8))}
+             "image": InputSpec("image", (1, 8, 8)),
+             "sequence": InputSpec("sequence", (12,), info={"vocab_size": 50, "pad_id": 0, "max_length": 12})}
     for entry in MODELS:
         if entry.meta.get("plugin"):
             continue
-        kind = next(k for k in ("signal", "image", "tabular") if k in entry.meta["kinds"])
-        m = build_model(validate_recipe({"data": {"name": "iris"}, "model": {"family": entry.name}}).model,
-                        specs[kind], 3)
-        p = model_parts(m, entry.name)
-        backbone, head = p.parameters(m, "backbone"), p.parameters(m, "head")
-        assert head and {id(t) for t in backbone + head} == {id(t) for t in m.parameters()}, entry.name
-        assert len(backbone) + len(head) == len(list(m.parameters())), entry.name  # each parameter once
+        for kind in entry.meta["kinds"]:  # every input variant a family builds
+            m = build_model(validate_recipe({"data": {"name": "iris"}, "model": {"family": entry.name}}).model,
+                            specs[kind], 3)
+            p = model_parts(m, entry.name)
+            backbone, head = p.parameters(m, "backbone"), p.parameters(m, "head")
+            assert head and {id(t) for t in backbone + head} == {id(t) for t in m.parameters()}, (entry.name, kind)
+            assert len(backbone) + len(head) == len(list(m.parameters())), (entry.name, kind)  # each one once
 
 
 def _blobs(n: int = 90, seed: int = 0):

@@ -148,6 +148,10 @@ class AugmentSection(Section):
     mixup: float = Field(0.0, ge=0.0, description="mixup Beta(alpha, alpha); 0 = off")
     cutmix: float = Field(0.0, ge=0.0, description="cutmix Beta(alpha, alpha); 0 = off")
     mix_prob: float = Field(1.0, ge=0.0, le=1.0, description="share of batches mixed when mixup/cutmix on")
+    token_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="text: share of tokens dropped at random (the "
+                                 "rest close up, padding after them)")
+    token_mask: float = Field(0.0, ge=0.0, lt=1.0, description="text: share of tokens replaced by the unknown "
+                              "token at random")
 
     def enabled(self) -> bool:
         return self != AugmentSection()

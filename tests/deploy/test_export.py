@@ -1,6 +1,7 @@
 """Export (ONNX via the dynamo exporter, torch.export .pt2) and the onnxruntime engine, checked against PyTorch."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +25,10 @@ ort = pytest.importorskip("onnxruntime")
 SMALL = {"mlp": {"width": 16, "depth": 1}, "cnn1d": {"channels": 8, "depth": 2}, "cnn2d": {"channels": 8, "depth": 2},
          "resnet": {"channels": 8, "stages": 2, "blocks_per_stage": 1}, "rnn": {"hidden": 16},
          "transformer": {"d_model": 16, "heads": 2, "layers": 1}}
-DATA = {"tabular": {"name": "iris"}, "image": {"name": "digits"}, "signal": {"name": "mnist1d", "num_samples": 300}}
+DATA = {"tabular": {"name": "iris"}, "image": {"name": "digits"}, "signal": {"name": "mnist1d", "num_samples": 300},
+        # text: the exported graph takes token ids
+        "sequence": {"name": "text_csv", "vocab_size": 500, "max_length": 32,
+                     "path": str(Path(__file__).parents[2] / "examples" / "data" / "docstrings.csv")}}
 
 
 def _recipe(family: str, data: dict, **knobs) -> dict:
@@ -33,7 +37,7 @@ def _recipe(family: str, data: dict, **knobs) -> dict:
 
 def _data_for(family: str) -> dict:
     kinds = MODELS.get(family).meta.get("kinds") or ("tabular",)
-    return DATA[next(k for k in ("tabular", "image", "signal") if k in kinds)]
+    return DATA[next(k for k in ("tabular", "image", "signal", "sequence") if k in kinds)]
 
 
 def _raw_test(recipe) -> np.ndarray:

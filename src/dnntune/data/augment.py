@@ -2,7 +2,8 @@
 
 Signals (N, C, L): shift, scale, noise. Images (N, C, H, W): see ``_image_ops``. Both: mixup and
 cutmix, which turn class-index targets into class-probability targets for that batch (multi-label 0/1 vectors
-are mixed as they are).
+are mixed as they are). Token sequences (N, L) of ids: token_dropout and token_mask only (ids are not
+numbers to blend or add noise to).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ Augmenter = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Te
 
 SIGNAL_KEYS = ("shift", "scale")
 IMAGE_KEYS = ("crop", "flip", "rotate", "zoom", "cutout")
+TOKEN_KEYS = ("token_dropout", "token_mask")
+NUMERIC_KEYS = ("noise", "mixup", "cutmix")  # every kind but token sequences
 
 
 def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
@@ -72,6 +75,38 @@ def mix(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup: float, cutmix
     return x, lam * y1 + (1 - lam) * y1[perm]
 
 
+def token_dropout(ids: torch.Tensor, p: float, pad: int) -> torch.Tensor:
+    """Drop each real token with probability ``p`` (its own draw per token and sample); the kept tokens close
+    up in order and the freed places at the end become padding, so the ids stay right-padded."""
+    n, length = ids.shape
+    keep = (ids != pad) & (torch.rand(ids.shape, device=ids.device) >= p)
+    pos = torch.arange(length, device=ids.device).expand(n, -1)
+    order = torch.argsort(torch.where(keep, pos, pos + length), dim=1)  # kept tokens first, in order
+    return torch.where(keep.gather(1, order), ids.gather(1, order), torch.full_like(ids, pad))
+
+
+def token_mask(ids: torch.Tensor, p: float, pad: int, unk: int) -> torch.Tensor:
+    """Replace each real token with probability ``p`` by the unknown-token id (padding stays padding)."""
+    hit = (ids != pad) & (torch.rand(ids.shape, device=ids.device) < p)
+    return torch.where(hit, torch.full_like(ids, unk), ids)
+
+
+def _token_ops(section, data) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """The token augmentations of a ``sequence`` dataset, after refusing every other augmentation."""
+    other = [k for k in SIGNAL_KEYS + IMAGE_KEYS + NUMERIC_KEYS if getattr(section, k)]
+    if other:
+        raise ConfigError(f"augment.{other[0]}: {data.name} is text (token ids, not numbers to shift, blend or add "
+                          f"noise to); use token_dropout, token_mask")
+    info = data.input_info
+    pad, unk = int(info.get("pad_id", 0)), int(info.get("unk_id", 1))
+    ops: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    if section.token_dropout:
+        ops.append(lambda x: token_dropout(x, section.token_dropout, pad))
+    if section.token_mask:
+        ops.append(lambda x: token_mask(x, section.token_mask, pad, unk))
+    return ops
+
+
 def _image_ops(section) -> list[Callable[[torch.Tensor], torch.Tensor]]:
     try:
         from ._image import image_ops
@@ -84,6 +119,11 @@ def build_augmenter(section, data) -> Augmenter | None:
     """A batch augmenter for a validated ``augment:`` section and prepared data, or None if all off."""
     if not section.enabled():
         return None
+    if data.kind == "sequence":
+        return _batch_augmenter(_token_ops(section, data), section, data)
+    tokens = [k for k in TOKEN_KEYS if getattr(section, k)]
+    if tokens:
+        raise ConfigError(f"augment.{tokens[0]}: is for text (token sequences); {data.name} is {data.kind} data")
     on = {k for k in SIGNAL_KEYS + IMAGE_KEYS if getattr(section, k)}
     if data.kind == "tabular" and on:
         raise ConfigError(f"augment.{sorted(on)[0]}: {data.name} is tabular; only noise and mixup apply")
@@ -111,6 +151,11 @@ def build_augmenter(section, data) -> Augmenter | None:
         mask = fz.normalize_mask() if fz is not None and data.kind == "tabular" else None
         mask = None if mask is None else torch.as_tensor(mask, dtype=torch.float32)
         ops.append(lambda x: add_noise(x, section.noise, mask))
+    return _batch_augmenter(ops, section, data)
+
+
+def _batch_augmenter(ops: list[Callable[[torch.Tensor], torch.Tensor]], section, data) -> Augmenter:
+    """The input ops in order, then mixup / cutmix if on."""
     n_cls = data.num_outputs
 
     def augment(x: torch.Tensor, y: torch.Tensor):

@@ -160,6 +160,8 @@ def export(run_dir: str | Path, format: str = "onnx", out: str | Path | None = N
     if format == "onnx":
         versions.update({p: package_version(p) for p in ONNX_PACKAGES}, opset=opset)
     meta = build_metadata(run, result, io_shapes, versions)
+    if sidecars := text_sidecars(run, dest):
+        meta["featurizer_files"] = sidecars
     from ..engine.checkpoint import atomic_write_text
 
     atomic_write_text(result.metadata_path, json.dumps(meta, indent=2) + "\n")
@@ -169,9 +171,10 @@ def export(run_dir: str | Path, format: str = "onnx", out: str | Path | None = N
 
 def _reference(run: LoadedRun, x: torch.Tensor) -> np.ndarray:
     """The PyTorch model's outputs on the check inputs. With a featurizer (e.g. the tabular encoder) the
-    exported graph takes its output, the encoded features, so the reference skips it too."""
+    exported graph takes its output, the encoded features, so the reference skips it too. Text runs: the check
+    inputs are token ids already, which the tokenizer featurizer passes through."""
     pre = run.preprocessing
-    if pre.featurizer is None:
+    if pre.featurizer is None or pre.kind == "sequence":
         return run.predict(x).outputs
     run.preprocessing = dataclasses.replace(pre, featurizer=None)
     try:
@@ -240,6 +243,8 @@ def check_inputs(run: LoadedRun, inputs: Any = None) -> tuple[torch.Tensor, str,
         DataError: ``inputs`` given but not of shape (N, *input_shape), not numeric, empty or not finite.
     """
     pre = run.preprocessing
+    if pre.kind == "sequence":
+        return _token_inputs(run, inputs)
     if inputs is not None and pre.featurizer is not None:  # raw rows: encoded as training did
         inputs = pre.featurizer.transform(inputs)
         pre = dataclasses.replace(pre, featurizer=None)
@@ -271,6 +276,48 @@ def check_inputs(run: LoadedRun, inputs: Any = None) -> tuple[torch.Tensor, str,
                 f"(mean ± std), not real data: the training data could not be rebuilt ({reason})", False)
     return x, (f"{MAX_CHECK} standard-normal random inputs, not real data: the training data could not be rebuilt "
                f"({reason}) and the run saved no normalization statistics"), False
+
+
+def _token_inputs(run: LoadedRun, inputs: Any = None) -> tuple[torch.Tensor, str, bool]:
+    """Token ids (int64, (N, max_length)) to check a text model's export on: the given texts (or ids) encoded by
+    the run's tokenizer, else the rebuilt test split's texts, else random ids of the vocabulary."""
+    pre = run.preprocessing
+    if inputs is not None:
+        ids = pre.transform_inputs(inputs[:MAX_CHECK] if hasattr(inputs, "__getitem__") else inputs)
+        if len(ids) == 0:
+            raise DataError("inputs: empty; pass at least one text to check the export on")
+        return ids, f"the {len(ids)} inputs given", True
+    from ..data import load_data
+
+    try:
+        data = load_data(run.recipe.data, run.recipe.seed)  # token ids: nothing is normalized
+        name, split = next(((n, s) for n, s in (("test", data.test), ("validation", data.val),
+                                                 ("training", data.train)) if len(s)), ("", None))
+        if split is None or tuple(split.x.shape[1:]) != pre.input_shape:
+            raise DataError(f"the rebuilt {run.recipe.data.name} data does not have the run's input shape "
+                            f"{pre.input_shape}")
+        x = split.x[:MAX_CHECK].to(torch.long)
+        return x, f"{len(x)} {name} texts of {run.recipe.data.name} as token ids (rebuilt from the recipe)", True
+    except (UserError, OSError) as e:
+        reason = str(e)
+    vocab = int(pre.input_info.get("vocab_size", 2))
+    x = torch.randint(1, max(vocab, 2), (MAX_CHECK, *pre.input_shape), generator=torch.Generator().manual_seed(0))
+    return x, f"{MAX_CHECK} random token-id sequences, not real texts: the data could not be rebuilt ({reason})", False
+
+
+def text_sidecars(run: LoadedRun, dest: Path) -> dict[str, str]:
+    """A text model's tokenizer files beside its export (``model.onnx.tokenizer.json``), so ``load_onnx`` and
+    ``serve --engine onnxruntime`` can take raw texts; {file in the run folder: file beside the export}."""
+    fz = run.preprocessing.featurizer
+    if run.preprocessing.kind != "sequence" or fz is None:
+        return {}
+    from ..engine.checkpoint import atomic_write_bytes
+
+    out = {}
+    for name, blob in fz.to_state()[1].items():
+        atomic_write_bytes(dest.parent / f"{dest.name}.{name}", blob)
+        out[name] = f"{dest.name}.{name}"
+    return out
 
 
 def check_parity(reference: np.ndarray, exported: np.ndarray, pre: Preprocessing, what: str = "the export",

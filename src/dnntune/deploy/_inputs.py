@@ -40,11 +40,12 @@ class Inputs:
     Attributes:
         x: raw inputs (N, *input_shape), float32, in the units the run's dataset loader produces; for a run
             with a tabular encoder (categories, missing values) the raw cells (N, F) as an object array, in the
-            order of ``feature_names``, which ``predict`` encodes.
+            order of ``feature_names``, which ``predict`` encodes; for text runs a 1-D object array of the raw
+            texts.
         ids: one id per sample: the row number (from 0) for CSV and arrays, the file name (relative to the
             folder) for images.
         source: the file or folder read.
-        format: ``csv``, ``npz``, ``npy``, ``idx`` or ``image``.
+        format: ``csv``, ``npz``, ``npy``, ``idx``, ``image`` or ``text`` (.txt files).
     """
 
     x: np.ndarray
@@ -95,6 +96,8 @@ def read_inputs(path: str | Path | list, preprocessing: Preprocessing, recipe: R
     for p in paths:
         if not p.exists():
             raise DataError(f"{p}: no such file or folder")
+    if preprocessing.kind == "sequence":  # a text run: raw texts, which its saved tokenizer encodes
+        return _texts(paths, recipe)
     if len(paths) > 1:
         not_images = [str(p) for p in paths if p.is_dir() or input_format(p) != "image"]
         if not_images:
@@ -343,3 +346,43 @@ def _images(files: list[Path], ids: list[str], pre: Preprocessing, recipe: Recip
         size, grayscale = shape[1], shape[0] == 1
     x = _load_images([(f, "") for f in files], size, grayscale)
     return Inputs(x, list(ids), where, "image")
+
+
+# --- text ---------------------------------------------------------------------------------------------
+
+
+def _texts(paths: list[Path], recipe: Recipe | None) -> Inputs:
+    """The raw texts to predict for a text run: a CSV file's text column(s) (named as in training, default
+    ``text``; other columns such as the label are ignored), ``.txt`` files (one text each), or a folder of
+    ``.txt`` files (searched into subfolders, e.g. a ``text_folder`` layout). ``x`` is a 1-D object array of
+    strings; ``LoadedRun.predict`` tokenizes them with the run's tokenizer."""
+    from ..data.text import _read_txt, texts_of
+
+    knobs = recipe.data.knobs if recipe is not None and recipe.data.name == "text_csv" else None
+    if len(paths) == 1 and paths[0].is_file() and input_format(paths[0]) == "csv":
+        p = paths[0]
+        delimiter = knobs.delimiter if knobs is not None else "\t" if p.suffix.lower() == ".tsv" else ","
+        texts = texts_of(p, knobs.text if knobs is not None else "text", delimiter)
+        return _text_inputs(texts, [str(i) for i in range(len(texts))], str(p), "csv")
+    files: list[tuple[Path, str]] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*.txt") if f.is_file()
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not found:
+                raise DataError(f"{p}: no .txt files in the folder or its subfolders; a text run predicts texts "
+                                "from a CSV file (its text column), .txt files or a folder of them")
+            files += [(f, f.relative_to(p).as_posix()) for f in found]
+        elif p.suffix.lower() == ".txt":
+            files.append((p, p.name))
+        else:
+            raise DataError(f"{p}: a text run predicts texts from a CSV file (its text column), .txt files or a "
+                            f"folder of them, not {p.suffix or 'a file without suffix'}")
+    where = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files"
+    return _text_inputs([_read_txt(f) for f, _ in files], [i for _, i in files], where, "text")
+
+
+def _text_inputs(texts: list[str], ids: list[str], where: str, fmt: str) -> Inputs:
+    if not texts:
+        raise DataError(f"{where}: no texts to predict")
+    return Inputs(np.array(texts, dtype=object), ids, where, fmt)

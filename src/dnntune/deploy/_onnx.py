@@ -156,6 +156,8 @@ def raw_inputs(x: Any, pre: Preprocessing) -> np.ndarray:
     Raises:
         DataError: not real numbers, the wrong shape, or NaN/inf values.
     """
+    if pre.kind == "sequence":
+        return _token_ids(x, pre)
     if hasattr(x, "detach") and hasattr(x, "numpy"):  # a torch tensor (torch is loaded if one exists)
         x = x.detach().cpu().numpy()
     a = np.asarray(x)
@@ -169,6 +171,20 @@ def raw_inputs(x: Any, pre: Preprocessing) -> np.ndarray:
         raise DataError(f"inputs: {int(bad.sum())} NaN/inf value(s), first at index {idx}; the model was "
                         f"trained on finite values only")
     return v
+
+
+def _token_ids(x: Any, pre: Preprocessing) -> np.ndarray:
+    """A text model's input: texts encoded by the tokenizer saved beside the export, or token ids as given."""
+    if hasattr(x, "detach") and hasattr(x, "numpy"):
+        x = x.detach().cpu().numpy()
+    if pre.featurizer is not None:
+        return np.ascontiguousarray(pre.featurizer.transform(x), dtype=np.int64)
+    a = np.asarray(x)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise DataError("inputs: this exported text model has no tokenizer beside it (model.onnx.tokenizer.json); "
+                        "pass token ids (N, max_length) or re-export with `dnntune export`")
+    pre.check_shape(a.shape)
+    return np.ascontiguousarray(a, dtype=np.int64)
 
 
 def predictions(pre: Preprocessing, out: np.ndarray) -> Prediction:
@@ -223,8 +239,8 @@ def build_metadata(run, result, shapes: dict[str, list], versions: dict) -> dict
     summary = run.summary or {}
     return {
         "format": METADATA_FORMAT, "export_format": result.format, "model_file": result.path.name,
-        "input": {"name": INPUT_NAME, "shape": shapes["input"], "dtype": "float32",
-                  "description": f"raw inputs {pre.describe_input()}, before any normalization"},
+        "input": {"name": INPUT_NAME, "shape": shapes["input"], "dtype": "int64" if pre.kind == "sequence" else
+                  "float32", "description": _input_description(pre)},
         "output": {"name": OUTPUT_NAME, "shape": shapes["output"], "dtype": "float32", "meaning": meaning},
         "task": pre.task, "kind": pre.kind, "dataset": pre.dataset, "input_shape": list(pre.input_shape),
         "num_outputs": pre.num_outputs, "class_names": pre.labels, "target_shape": list(pre.target_shape),
@@ -238,6 +254,13 @@ def build_metadata(run, result, shapes: dict[str, list], versions: dict) -> dict
         "recipe": run.recipe.to_dict(), "metrics": summary.get("metrics"), "run": str(run.path),
         "versions": versions, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _input_description(pre: Preprocessing) -> str:
+    if pre.kind == "sequence":  # a text model: the tokenizer runs outside the graph
+        return (f"token ids {pre.describe_input()}, int64, right-padded with 0: the run's tokenizer (saved beside "
+                "the model, see featurizer_files) applied to the texts")
+    return f"raw inputs {pre.describe_input()}, before any normalization"
 
 
 # --- reading it back, and running the model ------------------------------------------------------------
@@ -294,16 +317,36 @@ def _featurizer_of(raw: dict, jpath: Path):
 def _preprocessing(meta: dict, jpath: Path) -> Preprocessing:
     """The exported run's spec as a Preprocessing without normalization or target scaling (folded in the graph)."""
     raw = meta["preprocessing"]
-    known = {f.name for f in dataclasses.fields(Preprocessing)} - {"mean", "std", "y_mean", "y_std"}
+    known = {f.name for f in dataclasses.fields(Preprocessing)} - {"mean", "std", "y_mean", "y_std", "featurizer"}
     try:
         if raw["task"] not in ("classification", "regression", "multilabel") or \
-                raw["kind"] not in ("tabular", "signal", "image"):
+                raw["kind"] not in ("tabular", "signal", "image", "sequence"):
             raise ValueError(f"task {raw['task']!r} / kind {raw['kind']!r}")
         fields = {k: v for k, v in raw.items() if k in known}
         fields["featurizer"] = _featurizer_of(raw, jpath)
-        return Preprocessing(**fields)
+        pre = Preprocessing(**fields)
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"{jpath}: preprocessing is not a dnntune preprocessing description ({e})") from None
+    if pre.kind == "sequence":
+        pre.featurizer = _text_featurizer(meta, jpath)
+    return pre
+
+
+def _text_featurizer(meta: dict, jpath: Path):
+    """A text model's tokenizer from the files ``dnntune export`` wrote beside it (None if they are absent:
+    the model then takes token ids only)."""
+    from ..data.preprocess import _featurizer
+
+    sidecars = meta.get("featurizer_files")
+    if not isinstance(sidecars, dict) or "featurizer" not in meta["preprocessing"]:
+        return None
+    files = {}
+    for name, beside in sidecars.items():
+        path = jpath.parent / str(beside)
+        if Path(str(beside)).name != str(beside) or not path.is_file():
+            raise DataError(f"{path}: missing; {jpath} names it as the model's tokenizer (copy it with the model)")
+        files[str(name)] = path.read_bytes()
+    return _featurizer(meta["preprocessing"], files, str(jpath.parent))
 
 
 def load_onnx(path: str | Path, device: str = "auto", threads: int | None = None) -> OnnxRun:

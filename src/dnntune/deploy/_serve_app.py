@@ -160,6 +160,35 @@ def parse_inputs(doc: Any, input_shape: tuple[int, ...], feature_names: list[str
     return a
 
 
+def parse_texts(doc: Any) -> np.ndarray:
+    """A ``/predict`` body of a text run, ``{"inputs": "a text"}`` or ``{"inputs": ["a text", ...]}``, as a 1-D
+    object array of strings (the run's tokenizer encodes them).
+
+    Example:
+        >>> parse_texts({"inputs": ["a red apple", "the sea"]}).tolist()
+        ['a red apple', 'the sea']
+        >>> parse_texts({"inputs": [1, 2]})
+        Traceback (most recent call last):
+        dnntune.deploy._serve_app.BadRequest: inputs[0]: 1 is not a text; this model classifies texts (strings)
+    """
+    if not isinstance(doc, dict):
+        raise BadRequest(422, f'body: expected a JSON object {{"inputs": [...]}}, got a JSON {type(doc).__name__}')
+    unknown = sorted(set(doc) - {"inputs"})
+    if unknown:
+        raise BadRequest(422, f"body: unknown field(s) {', '.join(map(repr, unknown))}; allowed: inputs")
+    if "inputs" not in doc:
+        raise BadRequest(422, 'inputs: missing field; send {"inputs": ["a text", ...]}')
+    x = doc["inputs"]
+    x = [x] if isinstance(x, str) else x
+    if not isinstance(x, list) or not x:
+        raise BadRequest(422, f"inputs: expected a text or a non-empty list of texts, got {json.dumps(x)[:40]}")
+    for i, t in enumerate(x):
+        if not isinstance(t, str):
+            raise BadRequest(422, f"inputs[{i}]: {json.dumps(t)[:40]} is not a text; this model classifies texts "
+                                  "(strings)")
+    return np.array(x, dtype=object)
+
+
 def _describe(shape: tuple[int, ...]) -> str:
     return f"{shape[0]} features" if len(shape) == 1 else f"shape {list(shape)}"
 
@@ -318,6 +347,8 @@ def create_app(model: Any, token: str | None = None, max_body_bytes: int = MAX_B
     feature_names = getattr(getattr(model, "preprocessing", None), "feature_names", None)
     raw_cells = getattr(getattr(model, "preprocessing", None), "featurizer", None) is not None  # its encoder reads
     shape = tuple(model.input_shape)
+    texts = getattr(getattr(model, "preprocessing", None), "featurizer", None) is not None and \
+        model.preprocessing.kind == "sequence"  # a text run with its tokenizer: requests send strings
     meta = json.dumps(metadata(model, model_id, engine, metadata_extra)).encode()
 
     @contextlib.asynccontextmanager
@@ -382,8 +413,11 @@ def create_app(model: Any, token: str | None = None, max_body_bytes: int = MAX_B
             doc = json.loads(body)
         except (ValueError, RecursionError) as e:
             raise BadRequest(400, f"body: not valid JSON ({str(e)[:80]})") from None
-        x = parse_inputs(doc, shape, feature_names, may_hold_bools=b"true" in body or b"false" in body,
-                         raw_cells=raw_cells)
+        if texts:
+            x = parse_texts(doc)
+        else:
+            x = parse_inputs(doc, shape, feature_names, may_hold_bools=b"true" in body or b"false" in body,
+                             raw_cells=raw_cells)
         try:
             pred = await predictor.predict(x)
         except DataError as e:

@@ -54,6 +54,19 @@ MODELS = {
                 "activation": {"choice": ["relu", "gelu", "silu"]}, "norm": {"choice": ["none", "batch", "layer"]},
                 "dropout": {"float": [0.0, 0.5]}, "residual": {"choice": [False, True]}},
     },
+    "sequence": {
+        "family": {"choice": ["embedding_bag", "textcnn", "rnn", "transformer"]},
+        # every step updates the whole bigram table (dense gradients): keep it small enough to stay fast
+        "embedding_bag": {"dim": {"int": [32, 128], "log": True}, "buckets": {"choice": [0, 4096, 16384]},
+                          "dropout": {"float": [0.0, 0.5]}},
+        "textcnn": {"embed": {"int": [32, 128], "log": True}, "channels": {"int": [32, 128], "log": True},
+                    "dropout": {"float": [0.0, 0.5]}},
+        "rnn": {"cell": {"choice": ["gru", "lstm"]}, "embed": {"int": [32, 128], "log": True},
+                "hidden": {"int": [32, 128], "log": True}, "pooling": {"choice": ["last", "mean"]},
+                "dropout": {"float": [0.0, 0.5]}},
+        "transformer": {"d_model": {"choice": [32, 64, 96]}, "heads": 4, "layers": {"int": [1, 2]},
+                        "dropout": {"float": [0.0, 0.3]}},
+    },
 }
 
 # tabular files with categorical columns (csv, parquet): how categories are encoded is searched too
@@ -66,6 +79,15 @@ AUGMENT = {
     "image": {"crop": {"int": [0, 2]}, "rotate": {"float": [0.0, 15.0]}, "zoom": {"float": [0.0, 0.15]},
               "cutout": {"int": [0, 3]}, "mixup": {"choice": [0.0, 0.2]}},
     "tabular": {"noise": {"float": [0.0, 0.2]}},
+    "sequence": {"token_dropout": {"float": [0.0, 0.2]}, "token_mask": {"float": [0.0, 0.2]}},
+}
+# data knobs searched by default, per kind (only where the user's data section does not set them)
+DATA = {
+    "sequence": {"vocab_size": {"choice": [4000, 8000, 16000]}},
+}
+# training settings per kind, where they differ from TRAIN
+TRAIN_BY_KIND = {
+    "sequence": {"epochs": 30, "batch_size": {"choice": [32, 64, 128]}, "early_stopping": {"patience": 6}},
 }
 
 
@@ -75,6 +97,8 @@ def default_experiment(data: dict, kind: str, task: str) -> dict:
     if kind == "tabular":
         train["epochs"] = 60
         train["batch_size"] = {"choice": [16, 32, 64, 128]}
+    train.update(copy.deepcopy(TRAIN_BY_KIND.get(kind, {})))
+    data = {**copy.deepcopy(DATA.get(kind, {})), **data}
     exp = {
         "seed": 0,
         "data": copy.deepcopy(data),
