@@ -125,8 +125,9 @@ def match_source(model: nn.Module, source: dict[str, torch.Tensor], name: str, h
         if k not in target:
             table.skipped.append({"name": k, "reason": "not in this model"})
         elif v.shape != target[k].shape:
+            outputs = in_head(k) and v.ndim > 0 and v.shape[0] != target[k].shape[0]
             why = (f"shape mismatch: source {_shape(v)}, model {_shape(target[k])}"
-                   + (" (a head for another number of outputs: re-initialized)" if in_head(k) else hint))
+                   + (" (a head for another number of outputs: re-initialized)" if outputs else hint))
             table.skipped.append({"name": k, "reason": why})
         else:
             load[k] = v
@@ -321,6 +322,11 @@ def setup_transfer(trainer, model: nn.Module) -> TransferPlan:
                                   r.model.init_strict, _input_hint(model))
         print(plan.table.render(), file=sys.stderr, flush=True)
     freeze, mult, decay = resolved(r.train)
+    wants_backbone = mult != 1.0 or decay or (freeze is not None and freeze.modules == "backbone")
+    if wants_backbone and not model_parts(model, family).backbone:
+        raise ConfigError(f"train: {family} has no backbone (its only layer is the head), so freezing the backbone, "
+                          "train.backbone_lr_mult, train.layer_decay and train.fine_tune do not apply; use a family "
+                          "with hidden layers (mlp, cnn1d, cnn2d, resnet, rnn, transformer)")
     if mult != 1.0 or decay:
         plan.param_groups = lr_groups(family, mult, decay)
     if freeze is not None and freeze.epochs + (freeze.unfreeze_every or 0) > 0:
