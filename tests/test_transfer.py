@@ -98,10 +98,19 @@ def test_another_input_length_with_a_flatten_head_says_why_the_head_is_skipped()
 
 
 def test_a_resumed_run_keeps_its_checkpoint_not_the_source(source, tmp_path):
-    r = recipe(model={"init_from": str(source)}, train_={"epochs": 2, "checkpoint": True})
-    first = {k: v.clone() for k, v in train(r, out_dir=tmp_path).model.state_dict().items()}
-    again = train(r, out_dir=tmp_path).model.state_dict()  # resumes the finished run's checkpoint
+    import shutil
+
+    from dnntune.engine.checkpoint import save_weights
+
+    src = shutil.copytree(source, tmp_path / "src")
+    r = recipe(model={"init_from": str(src)}, train_={"epochs": 2, "checkpoint": True})
+    first = {k: v.clone() for k, v in train(r, out_dir=tmp_path / "run").model.state_dict().items()}
+    save_weights(src / "model.safetensors", cnn())  # the source changes: re-applying it would show
+    again = train(r, out_dir=tmp_path / "run").model.state_dict()  # resumes the finished run's checkpoint
     assert all(torch.equal(first[k], again[k]) for k in first)
+    from dnntune.engine.transfer import load_source
+
+    assert load_source(str(tmp_path / "run" / "checkpoint.pt")).keys() == first.keys()  # a checkpoint is a source too
 
 
 # --- freezing ------------------------------------------------------------------------------------------------
