@@ -34,12 +34,14 @@ def concrete_recipes() -> list[Path]:
     """Example files that ``dnntune train`` takes as they are.
 
     Skipped: files with search dimensions (the ``search:`` section does not count) and files without a
-    ``model:`` section, which `dnntune tune` completes from the default search space (``examples/mnist1d.yaml``).
+    ``model:`` section, which `dnntune tune` completes from the default search space (``examples/mnist1d.yaml``),
+    and files with ``model.init_from`` (they need their source's run folder; bench_transfer measures them).
     """
     out = []
     for path in sorted(EXAMPLES.glob("*.yaml")):
         raw = read_yaml(path)
-        if "model" in raw and not find_dimensions({k: v for k, v in raw.items() if k != "search"}):
+        if ("model" in raw and not find_dimensions({k: v for k, v in raw.items() if k != "search"})
+                and not (raw["model"] or {}).get("init_from")):
             out.append(path)
     return out
 

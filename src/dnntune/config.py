@@ -47,6 +47,9 @@ class ModelSection(Section):
     """``model:`` the model family and its size knobs."""
 
     family: str
+    init_from: str | None = Field(None, description="initialize from a source: a run folder, a .safetensors "
+                                  "file or a .pt/.pth state_dict; tensors matching by name and shape are loaded")
+    init_strict: bool = Field(False, description="any tensor of init_from that does not match is an error")
     knobs: Knobs
 
 
@@ -108,6 +111,22 @@ class BatchGrowth(Section):
         return self
 
 
+class Freeze(Section):
+    """``train.freeze``: keep modules frozen (no gradient, batch-norm statistics kept) for the first epochs."""
+
+    modules: Literal["backbone"] | list[str] = Field("backbone", description="backbone, or module names")
+    epochs: int = Field(1, ge=0, description="epochs before the (first) unfreezing")
+    unfreeze_every: int | None = Field(None, ge=1, description="gradual: unfreeze one more block every this many "
+                                       "epochs, from the head down (the first at `epochs`)")
+
+
+class FineTune(Section):
+    """``train.fine_tune``: fastai's recipe: the head alone for freeze_epochs, then all, backbone at lr/lr_mult."""
+
+    freeze_epochs: int = Field(1, ge=0, description="epochs training only the head")
+    lr_mult: float = Field(100.0, ge=1.0, description="the backbone trains at optim.lr / lr_mult")
+
+
 class TrainSection(Section):
     """``train:`` epochs, batch size, regularization, stopping, device."""
 
@@ -125,6 +144,17 @@ class TrainSection(Section):
     checkpoint: bool = Field(True, description="write atomic checkpoints a run resumes from")
     checkpoint_every: float = Field(30.0, ge=0.0, description="seconds between checkpoints at epoch ends "
                                     "(0: every epoch) and after the last epoch; a crash loses at most this much work")
+    freeze: Freeze | None = None
+    backbone_lr_mult: float = Field(1.0, gt=0.0, description="the backbone's lr as a multiple of optim.lr")
+    layer_decay: float | None = Field(None, gt=0.0, le=1.0, description="layer-wise lr decay: block i of n "
+                                      "below the head trains at lr × layer_decay^(n − i)")
+    fine_tune: FineTune | None = None
+
+    @model_validator(mode="after")
+    def _one_fine_tune(self):
+        if self.fine_tune is not None and (self.freeze is not None or self.backbone_lr_mult != 1.0):
+            raise ValueError("fine_tune is a preset of freeze and backbone_lr_mult: set either fine_tune or those")
+        return self
 
     @field_validator("device")
     @classmethod

@@ -6,7 +6,8 @@ defaults for the rest); each receives the :class:`~dnntune.engine.trainer.Traine
 optimizer steps taken, history, best epoch) it may read or change:
 
 - ``on_fit_start(trainer)``: after set-up and resume, before the first epoch.
-- ``on_epoch_start(trainer, epoch)``: ``epoch`` counts from 0.
+- ``on_epoch_start(trainer, epoch)``: ``epoch`` counts from 0; the model is already in train mode, so a
+  callback may put parts of it in eval mode (a frozen backbone's batch norms).
 - ``after_backward(trainer, step)``: gradients are computed (and unscaled, under mixed precision),
   the optimizer has not stepped: gradient masks, gradient noise, QAT observers. ``trainer.loss`` is the
   step's loss. Called only for callbacks that define it, so the hot loop pays nothing otherwise.

@@ -11,6 +11,7 @@ from torch import nn
 from ..config import Recipe
 from .checkpoint import weights_bytes
 from .runtime import environment
+from .transfer import table_file
 
 
 @dataclass
@@ -52,7 +53,7 @@ def run_files(result: RunResult, trainer, **summary_extra) -> dict[str, bytes | 
     if plugin is not None:  # which plugin built the model: load_run imports it again
         summary["model_plugin"] = plugin
     files = {"model.safetensors": weights_bytes(result.model), "recipe.yaml": result.recipe.to_yaml(),
-             **Preprocessing.from_data(trainer.data, thresholds).to_files()}
+             **Preprocessing.from_data(trainer.data, thresholds).to_files(), **table_file(trainer)}
     if result.history:
         keys = list(dict.fromkeys(k for h in result.history for k in h))
         lines = [",".join(keys)] + [",".join("" if h.get(k) is None else repr(h.get(k)) for k in keys)

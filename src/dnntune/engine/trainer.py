@@ -106,6 +106,7 @@ class Trainer:
         self.device = resolve_device(r.train.device)
         spec = InputSpec(data.kind, data.input_shape, data.name, data.input_info)
         self.model = build_model(r.model, spec, data.num_outputs).to(self.device)
+        self._setup_transfer()
         self.loss_fn = build_loss(r.loss, data.task, data.num_outputs)
         self.optimizer = build_optimizer(r.optim, self.model, self.param_group_fn)
         self.augment = build_augmenter(r.augment, data)
@@ -124,6 +125,17 @@ class Trainer:
                                  self.steps_per_epoch0 * r.train.epochs)
         self.state = FitState(batch_size=r.train.batch_size)
 
+    def _setup_transfer(self) -> None:
+        """``model.init_from`` (a resumed checkpoint is loaded over it later), freezing and lr groups."""
+        from .transfer import setup_transfer
+
+        plan = setup_transfer(self, self.model)
+        self.transfer_table = plan.table
+        if self.param_group_fn is None:  # an explicit param_groups function wins
+            self.param_group_fn = plan.param_groups
+        if plan.freeze is not None:
+            self.callbacks.insert(0, plan.freeze)
+
     def loader(self):
         """This epoch's training batches (seeded shuffle; the batch size may grow between epochs)."""
         bs = self.state.batch_size
@@ -136,10 +148,10 @@ class Trainer:
     # --- one epoch ----------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training split; the mean training loss (with the L1 term)."""
+        model, loss_fn, dev = self.model, self.loss_fn, self.device
+        model.train()  # before the callbacks: they may put parts in eval mode (a frozen backbone's batch norms)
         for cb in hooked(self.callbacks, "on_epoch_start"):
             cb.on_epoch_start(self, epoch)
-        model, loss_fn, dev = self.model, self.loss_fn, self.device
-        model.train()
         loader = self.loader()
         n_batches = len(loader)
         total = torch.zeros((), device=dev)

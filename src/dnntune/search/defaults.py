@@ -69,6 +69,11 @@ MODELS = {
     },
 }
 
+# an experiment with model.init_from (a pretrained source): the fine-tuning knobs are searched too
+# (docs/transfer.md); freeze.epochs 0 is plain fine-tuning, backbone_lr_mult 1 and layer_decay 1 one lr for all
+TRANSFER = {"freeze": {"modules": "backbone", "epochs": {"int": [0, 3]}},
+            "backbone_lr_mult": {"float": [0.01, 1.0], "log": True}, "layer_decay": {"float": [0.5, 1.0]}}
+
 # tabular files with categorical columns (csv, parquet): how categories are encoded is searched too
 # (data-section dimensions; each trial's encoder is fitted on its own training split)
 TABULAR_ENCODING = {"max_onehot": {"choice": [4, 16, 64]}, "embed_dim": {"choice": [0, 4, 8, 16]}}
@@ -120,12 +125,18 @@ def default_experiment(data: dict, kind: str, task: str) -> dict:
 
 def complete_experiment(raw: dict) -> dict:
     """An experiment naming only ``data`` (and perhaps ``seed``/``search``) becomes the default
-    experiment for that data; any other experiment is taken as written."""
+    experiment for that data; any other experiment is taken as written.
+
+    With a ``model`` section that has ``init_from`` (and no other section) the model is kept as given (the
+    pretrained architecture) and the fine-tuning knobs of ``TRANSFER`` join the default space."""
     from ..config import validate_recipe
     from ..data import DATASETS
 
     data = raw.get("data")
-    if not isinstance(data, dict) or "name" not in data or set(raw) - {"data", "seed", "search"}:
+    model = raw.get("model")
+    source = isinstance(model, dict) and bool(model.get("init_from"))  # the model is the source's architecture
+    if not isinstance(data, dict) or "name" not in data or set(raw) - {"data", "seed", "search",
+                                                                        *(["model"] if source else [])}:
         return raw
     entry = DATASETS.get(data["name"], "data.name")
     kind, task = entry.meta.get("kind"), entry.meta.get("task")
@@ -142,4 +153,7 @@ def complete_experiment(raw: dict) -> dict:
     exp = default_experiment(data, kind, task)
     exp["seed"] = raw.get("seed", exp["seed"])
     exp["search"] = {**exp["search"], **(raw.get("search") or {})}
+    if source:
+        exp["model"] = copy.deepcopy(model)
+        exp["train"].update(copy.deepcopy(TRANSFER))
     return exp
