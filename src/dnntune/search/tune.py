@@ -250,6 +250,10 @@ def _open_study(experiment: dict, search: SearchSection, objectives: Objectives,
     if stored is not None and _identity(stored) != _identity(experiment):
         raise ConfigError(f"--study: {study_name!r} in {storage_desc} was created from a different experiment "
                           f"(search space or settings changed); continue it with the same file or use --study NEW")
+    if stored is None and search.warm_start:  # a new study: the earlier studies' best recipes run first, once
+        from .warm_start import enqueue_warm_start
+
+        enqueue_warm_start(study, experiment, search, objectives, quiet)
     for key, value in ((EXPERIMENT_KEY, experiment), (OBJECTIVES_KEY, objectives.names),
                        (DIRECTIONS_KEY, objectives.directions), (N_TRIALS_KEY, search.n_trials),
                        (EPOCH_BUDGET_KEY, search.epoch_budget), (TRACKER_KEY, tracker)):
