@@ -191,6 +191,10 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = SearchSection(**(experiment.get("search") or {}))  # parsed once; travels as this object
     sample = validate_experiment(experiment, source)
+    if search.warm_start:  # a bad warm-start source fails before any data, folder or study is made
+        from .warm_start import resolve_sources
+
+        resolve_sources(search)
     data = load_data(sample.data, sample.seed, fold_of(search.folds, 0))  # a bad data section fails here, once
     if len(data.val) == 0:
         raise ConfigError("data.val_fraction: 0 leaves no validation split to tune on; set it > 0 or use "

@@ -105,6 +105,11 @@ def resolve_source(text: str, i: int) -> Source:
     return Source(text, optuna.load_study(study_name=name, storage=storage), desc)
 
 
+def resolve_sources(search: SearchSection) -> list[Source]:
+    """Every ``search.warm_start`` entry, loaded (the first bad one is a ConfigError)."""
+    return [resolve_source(text, i) for i, text in enumerate(search.warm_start or [])]
+
+
 # --- the new space -----------------------------------------------------------------------------------
 
 
@@ -207,8 +212,7 @@ def plan(experiment: dict, search: SearchSection, objectives: Objectives) -> lis
     space = space_distributions(experiment)
     planned: list[tuple[dict, str]] = []
     seen: set[str] = set()
-    sources = [resolve_source(text, i) for i, text in enumerate(search.warm_start or [])]  # all fail early
-    for source in sources:
+    for source in resolve_sources(search):
         for trial in candidates(source, objectives, search.warm_start_top_k):
             label = f"{source.text}#{trial.number}"
             params, why = translate(trial.params, space, experiment)
