@@ -19,7 +19,7 @@ from dnntune.errors import ConfigError
 from dnntune.search import storage as st
 from dnntune.search.selection import top_trials
 from dnntune.search.study import DIRECTIONS_KEY, OBJECTIVES_KEY, Objectives
-from dnntune.search.warm_start import WARM_START_ATTR, plan, resolve_source
+from dnntune.search.warm_start import WARM_START_ATTR, plan, resolve_source, resolve_sources
 
 SPACE = {
     "seed": 0,
@@ -132,11 +132,13 @@ def test_an_empty_or_opposite_direction_source_warns(tmp_path, capsys):
     assert "has no complete trial" in err and "ranked by its own objective accuracy (minimize)" in err
 
 
-def test_a_folder_without_a_study_or_an_entry_without_a_name_is_a_config_error(tmp_path):
+def test_a_folder_without_a_study_a_nameless_entry_or_a_grid_sampler_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"search.warm_start\[0\]: .*not a `dnntune tune` folder"):
         resolve_source(str(tmp_path), 0)
     with pytest.raises(ConfigError, match="needs both a storage and a study name"):
         resolve_source(f"{tmp_path}#", 0)
+    with pytest.raises(ConfigError, match="search.warm_start: not with search.sampler: grid"):
+        resolve_sources(SearchSection(sampler="grid", warm_start=[str(tmp_path)]))
 
 
 @pytest.mark.parametrize("source, message", [

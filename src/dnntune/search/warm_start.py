@@ -107,6 +107,9 @@ def resolve_source(text: str, i: int) -> Source:
 
 def resolve_sources(search: SearchSection) -> list[Source]:
     """Every ``search.warm_start`` entry, loaded (the first bad one is a ConfigError)."""
+    if search.warm_start and search.sampler == "grid":
+        raise ConfigError("search.warm_start: not with search.sampler: grid (a grid runs its own points only); "
+                          "use tpe, random, gp, cmaes or nsga2")
     return [resolve_source(text, i) for i, text in enumerate(search.warm_start or [])]
 
 
