@@ -3,12 +3,13 @@
 A source study tunes MNIST-1D (the authors' generation) once. The target is an MNIST-1D variant (another
 generation seed, more shear, iid noise and scale jitter). On the target, the same small space and trial budget
 run cold (TPE from scratch) and warm (``search.warm_start: [source]``, its top 5 recipes first), for search
-seeds 0–4 (search seed = recipe seed). Both datasets are generated (and cached) before any study is timed.
+seeds 5–9 (search seed = recipe seed). Both datasets are generated (and cached) before any study is timed.
 The target accuracy is fixed by a rule stated before the runs: the
-90th percentile (inclusive) of the cold studies' final best validation accuracies. Reported per study: the
+90th percentile (inclusive) of the cold studies' final best validation accuracies; a second, easier target is the
+median of the same. Reported per study: the
 trials and the wall time until the best-so-far validation accuracy reaches the target (a study that never
 does counts as budget + 1 trials and its whole wall time, marked), and the final best; median and range over
-seeds.
+seeds; and, without any target, the best-so-far after 1, 3, 5 and all trials.
 
 Each study runs in its own process, two at a time, torch on one thread, without the HTML report (not what is
 measured). Small space and few epochs to fit the machine: a fixed-family 1-D CNN, 5 epochs a trial.
@@ -25,7 +26,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-SEEDS = (0, 1, 2, 3, 4)
+SEEDS = (5, 6, 7, 8, 9)  # a first run on seeds 0-4 is reported in docs/warm-start.md
 SOURCE_DATA = {"name": "mnist1d"}
 TARGET_DATA = {"name": "mnist1d", "seed": 7, "shear_scale": 1.0, "iid_noise_scale": 0.05, "scale_coeff": 0.5}
 TOP_K = 5
@@ -164,9 +165,10 @@ def run(quick: bool) -> str:
         "study) to the completion of the trial that reached the target. Two studies ran at a time, one torch "
         "thread each, on a machine shared with other jobs.",
         "",
-        "| study | seed | trials to target | seconds to target | final best val accuracy (%) | wall s |",
+        "| study | seed | trials to the 90th pct target | seconds to it | final best val accuracy (%) | wall s |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    easy = statistics.median(cold_best)
     summary = {}
     for kind in ("cold", "warm"):
         rows = [(s, results[kind, s], reach(results[kind, s], target, n_trials)) for s in seeds]
@@ -176,10 +178,21 @@ def run(quick: bool) -> str:
                          f"{r['wall']:.0f} |")
         summary[kind] = ([n for _, _, (n, _, _) in rows], [x for _, _, (_, x, _) in rows],
                          [100 * max(r["values"]) for _, r, _ in rows], sum(ok for _, _, (_, _, ok) in rows))
-    lines += ["", "| study | trials to target, median [min, max] | seconds to target | reached | final best (%) |",
-              "|---|---:|---:|---:|---:|"]
+    lines += ["", "| study | target | trials to target, median [min, max] | seconds to target | reached | "
+              "final best (%) |", "|---|---|---:|---:|---:|---:|"]
     for kind, (ns, secs, bests, ok) in summary.items():
-        lines.append(f"| {kind} | {_mr(ns)} | {_mr(secs)} | {ok}/{len(seeds)} | {_mr(bests, '{:.2f}')} |")
+        lines.append(f"| {kind} | 90th pct {100 * target:.2f}% | {_mr(ns)} | {_mr(secs)} | {ok}/{len(seeds)} | "
+                     f"{_mr(bests, '{:.2f}')} |")
+    for kind in ("cold", "warm"):
+        got = [reach(results[kind, s], easy, n_trials) for s in seeds]
+        lines.append(f"| {kind} | median {100 * easy:.2f}% | {_mr([g[0] for g in got])} | {_mr([g[1] for g in got])} "
+                     f"| {sum(g[2] for g in got)}/{len(seeds)} | |")
+    marks = sorted({k for k in (1, 3, 5, n_trials) if k <= n_trials})
+    lines += ["", "Best-so-far validation accuracy (%) after k trials, median [min, max] over seeds:", "",
+              "| study | " + " | ".join(f"k = {k}" for k in marks) + " |", "|---|" + "---:|" * len(marks)]
+    for kind in ("cold", "warm"):
+        cells = [_mr([100 * max(results[kind, s]["values"][:k]) for s in seeds], "{:.2f}") for k in marks]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     lines += ["", f"Total benchmark time {time.time() - t_start:.0f} s."]
     return "\n".join(lines) + "\n"
 
