@@ -320,7 +320,7 @@ def _warm_sentence(v: StudyView, warm: list) -> str:
     sources = sorted({str(t.user_attrs["warm_start_from"]).rpartition("#")[0] for t in warm})
     best = "" if v.best is None else f", best reached by trial #{v.best.number}" + (
         " (a warm-start trial)" if v.best.user_attrs.get("warm_start_from") else "")
-    return f"{len(warm)} warm-start trials from {', '.join(sources)}{best}"
+    return f"{len(warm)} warm-start trial{'s' * (len(warm) != 1)} from {', '.join(sources)}{best}"
 
 
 def _problem(v: StudyView) -> str | None:
