@@ -205,6 +205,9 @@ class SearchSection(Section):
     folds: int = Field(1, ge=1, le=20, description="k-fold cross-validation per trial: its value is the mean "
                        "validation metric over k train/val splits of the non-test data (1: one val split)")
     seed: int | None = None
+    warm_start: list[str] | None = Field(None, description="earlier studies whose best recipes run first: tune "
+                                         "folders or STORAGE#STUDY (docs/warm-start.md)")
+    warm_start_top_k: int = Field(5, ge=1, description="recipes taken from each warm-start source")
 
 
 class Recipe(Section):

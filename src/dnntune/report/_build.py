@@ -106,6 +106,9 @@ class _Builder:
             wall = (max(ends) - min(starts)).total_seconds()
         if wall is not None:
             rows.append(("wall time", f"{wall:.0f} s"))
+        warm = [t for t in v.trials if t.user_attrs.get("warm_start_from")]
+        if warm:  # search.warm_start: recipes of earlier studies, run first
+            rows.append(("warm start", h.esc(_warm_sentence(v, warm))))
         if v.pareto:
             rows.append(("Pareto front", f"{len(v.pareto)} trials: "
                                          + ", ".join(str(t.number) for t in sorted(v.pareto, key=lambda t: t.number))))
@@ -155,7 +158,9 @@ class _Builder:
             if len(per_fold) > 1:  # cross-validated: the mean over folds ± their spread
                 folds = max(folds, len(per_fold))
                 cells[0] += f" ± {_fmt(statistics.stdev(per_fold))}"
-            rows.append([str(i + 1), str(t.number)] + cells
+            number = str(t.number) + (f' <span title="warm start from {h.esc(t.user_attrs["warm_start_from"])}">'
+                                      '(warm start)</span>' if t.user_attrs.get("warm_start_from") else "")
+            rows.append([str(i + 1), number] + cells
                         + (["✓" if t.number in front else ""] if v.multi else [])
                         + [_fmt(t.user_attrs.get("epochs", "")), _fmt(t.user_attrs.get("best_epoch") or ""),
                            "" if secs is None else f"{secs:.1f}", h.params_cell(t.params)])
@@ -308,6 +313,14 @@ class _Builder:
     def _order(self) -> list[str] | None:
         return list(self.importance) + [p for p in self.v.params if p not in self.importance] \
             if self.importance else None
+
+
+def _warm_sentence(v: StudyView, warm: list) -> str:
+    """'N warm-start trials from SOURCE, best reached by trial #k' (k: the best trial, warm-start or not)."""
+    sources = sorted({str(t.user_attrs["warm_start_from"]).rpartition("#")[0] for t in warm})
+    best = "" if v.best is None else f", best reached by trial #{v.best.number}" + (
+        " (a warm-start trial)" if v.best.user_attrs.get("warm_start_from") else "")
+    return f"{len(warm)} warm-start trial{'s' * (len(warm) != 1)} from {', '.join(sources)}{best}"
 
 
 def _problem(v: StudyView) -> str | None:

@@ -191,6 +191,10 @@ def tune(experiment: dict, out_dir: Path, storage_url: str | None = None, study_
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = SearchSection(**(experiment.get("search") or {}))  # parsed once; travels as this object
     sample = validate_experiment(experiment, source)
+    if search.warm_start:  # a bad warm-start source fails before any data, folder or study is made
+        from .warm_start import resolve_sources
+
+        resolve_sources(search)
     data = load_data(sample.data, sample.seed, fold_of(search.folds, 0))  # a bad data section fails here, once
     if len(data.val) == 0:
         raise ConfigError("data.val_fraction: 0 leaves no validation split to tune on; set it > 0 or use "
@@ -250,6 +254,10 @@ def _open_study(experiment: dict, search: SearchSection, objectives: Objectives,
     if stored is not None and _identity(stored) != _identity(experiment):
         raise ConfigError(f"--study: {study_name!r} in {storage_desc} was created from a different experiment "
                           f"(search space or settings changed); continue it with the same file or use --study NEW")
+    if stored is None and search.warm_start:  # a new study: the earlier studies' best recipes run first, once
+        from .warm_start import enqueue_warm_start
+
+        enqueue_warm_start(study, experiment, search, objectives, quiet)
     for key, value in ((EXPERIMENT_KEY, experiment), (OBJECTIVES_KEY, objectives.names),
                        (DIRECTIONS_KEY, objectives.directions), (N_TRIALS_KEY, search.n_trials),
                        (EPOCH_BUDGET_KEY, search.epoch_budget), (TRACKER_KEY, tracker)):
