@@ -255,16 +255,9 @@ def check_inputs(run: LoadedRun, inputs: Any = None) -> tuple[torch.Tensor, str,
         if len(a) == 0:
             raise DataError("inputs: empty; pass at least one sample to check the export on")
         return torch.as_tensor(np.asarray(a), dtype=torch.float32), f"the {len(a)} inputs given", True
-    from ..data import load_data
-
     recipe = run.recipe
     try:
-        data = load_data(recipe.data.model_copy(update={"normalize": False}), recipe.seed)
-        name, split = next(((n, s) for n, s in (("test", data.test), ("validation", data.val),
-                                                 ("training", data.train)) if len(s)), ("", None))
-        if split is None or tuple(split.x.shape[1:]) != pre.input_shape:
-            raise DataError(f"the rebuilt {recipe.data.name} data does not have the run's input shape "
-                            f"{pre.input_shape}")
+        name, split = _rebuilt_split(run, recipe.data.model_copy(update={"normalize": False}))
         x = split.x[:MAX_CHECK].to(torch.float32)
         return x, f"{len(x)} raw {name} inputs of {recipe.data.name} (rebuilt from the recipe)", True
     except (UserError, OSError) as e:
@@ -278,6 +271,20 @@ def check_inputs(run: LoadedRun, inputs: Any = None) -> tuple[torch.Tensor, str,
                f"({reason}) and the run saved no normalization statistics"), False
 
 
+def _rebuilt_split(run: LoadedRun, data_section):
+    """(name, split): the first non-empty of the test, validation and training splits of the run's data, rebuilt
+    from its recipe with ``data_section``; a DataError if there is none or its shape is not the run's."""
+    from ..data import load_data
+
+    data = load_data(data_section, run.recipe.seed)
+    name, split = next(((n, s) for n, s in (("test", data.test), ("validation", data.val),
+                                             ("training", data.train)) if len(s)), ("", None))
+    if split is None or tuple(split.x.shape[1:]) != run.preprocessing.input_shape:
+        raise DataError(f"the rebuilt {run.recipe.data.name} data does not have the run's input shape "
+                        f"{run.preprocessing.input_shape}")
+    return name, split
+
+
 def _token_inputs(run: LoadedRun, inputs: Any = None) -> tuple[torch.Tensor, str, bool]:
     """Token ids (int64, (N, max_length)) to check a text model's export on: the given texts (or ids) encoded by
     the run's tokenizer, else the rebuilt test split's texts, else random ids of the vocabulary."""
@@ -287,15 +294,8 @@ def _token_inputs(run: LoadedRun, inputs: Any = None) -> tuple[torch.Tensor, str
         if len(ids) == 0:
             raise DataError("inputs: empty; pass at least one text to check the export on")
         return ids, f"the {len(ids)} inputs given", True
-    from ..data import load_data
-
     try:
-        data = load_data(run.recipe.data, run.recipe.seed)  # token ids: nothing is normalized
-        name, split = next(((n, s) for n, s in (("test", data.test), ("validation", data.val),
-                                                 ("training", data.train)) if len(s)), ("", None))
-        if split is None or tuple(split.x.shape[1:]) != pre.input_shape:
-            raise DataError(f"the rebuilt {run.recipe.data.name} data does not have the run's input shape "
-                            f"{pre.input_shape}")
+        name, split = _rebuilt_split(run, run.recipe.data)  # token ids: nothing is normalized
         x = split.x[:MAX_CHECK].to(torch.long)
         return x, f"{len(x)} {name} texts of {run.recipe.data.name} as token ids (rebuilt from the recipe)", True
     except (UserError, OSError) as e:

@@ -86,6 +86,19 @@ def _raw_rows(x: Any, names: list[str]) -> np.ndarray:
     return a
 
 
+def _inputs_field(doc: Any, send: str) -> Any:
+    """The ``inputs`` field of a request body: a 422 BadRequest unless the body is an object holding only it
+    (``send`` shows what to send when it is missing)."""
+    if not isinstance(doc, dict):
+        raise BadRequest(422, f'body: expected a JSON object {{"inputs": [...]}}, got a JSON {type(doc).__name__}')
+    unknown = sorted(set(doc) - {"inputs"})
+    if unknown:
+        raise BadRequest(422, f"body: unknown field(s) {', '.join(map(repr, unknown))}; allowed: inputs")
+    if "inputs" not in doc:
+        raise BadRequest(422, f"inputs: missing field; send {send}")
+    return doc["inputs"]
+
+
 def parse_inputs(doc: Any, input_shape: tuple[int, ...], feature_names: list[str] | None = None,
                  may_hold_bools: bool = True, raw_cells: bool = False) -> np.ndarray:
     """A ``/predict`` body (parsed JSON) as a numeric array (N, *input_shape), checked as the model needs it.
@@ -118,14 +131,7 @@ def parse_inputs(doc: Any, input_shape: tuple[int, ...], feature_names: list[str
         dnntune.deploy._serve_app.BadRequest: inputs: expected one sample of 4 features or a list of them; got \
 1 sample(s) of 3 features
     """
-    if not isinstance(doc, dict):
-        raise BadRequest(422, f'body: expected a JSON object {{"inputs": [...]}}, got a JSON {type(doc).__name__}')
-    unknown = sorted(set(doc) - {"inputs"})
-    if unknown:
-        raise BadRequest(422, f"body: unknown field(s) {', '.join(map(repr, unknown))}; allowed: inputs")
-    if "inputs" not in doc:
-        raise BadRequest(422, 'inputs: missing field; send {"inputs": [...]}: one sample or a list of samples')
-    x = doc["inputs"]
+    x = _inputs_field(doc, '{"inputs": [...]}: one sample or a list of samples')
     if feature_names and (isinstance(x, dict) or (isinstance(x, list) and x and isinstance(x[0], dict))):
         x = _rows_from_objects([x] if isinstance(x, dict) else x, list(feature_names))
     if raw_cells and feature_names:
@@ -171,14 +177,7 @@ def parse_texts(doc: Any) -> np.ndarray:
         Traceback (most recent call last):
         dnntune.deploy._serve_app.BadRequest: inputs[0]: 1 is not a text; this model classifies texts (strings)
     """
-    if not isinstance(doc, dict):
-        raise BadRequest(422, f'body: expected a JSON object {{"inputs": [...]}}, got a JSON {type(doc).__name__}')
-    unknown = sorted(set(doc) - {"inputs"})
-    if unknown:
-        raise BadRequest(422, f"body: unknown field(s) {', '.join(map(repr, unknown))}; allowed: inputs")
-    if "inputs" not in doc:
-        raise BadRequest(422, 'inputs: missing field; send {"inputs": ["a text", ...]}')
-    x = doc["inputs"]
+    x = _inputs_field(doc, '{"inputs": ["a text", ...]}')
     x = [x] if isinstance(x, str) else x
     if not isinstance(x, list) or not x:
         raise BadRequest(422, f"inputs: expected a text or a non-empty list of texts, got {json.dumps(x)[:40]}")
