@@ -37,6 +37,17 @@ def _resolve(path: str) -> Path:
     return Path(path).expanduser()
 
 
+def class_folder_roots(path: str) -> tuple[Path, Path | None]:
+    """(training root, own test root or None) of a folder with one subfolder per class (``image_folder``,
+    ``text_folder``): ``train/`` (and ``test/``) subfolders give the dataset its own test split."""
+    root = _resolve(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    if (root / "train").is_dir():
+        return root / "train", (root / "test" if (root / "test").is_dir() else None)
+    return root, None
+
+
 def _is_integral(y: np.ndarray) -> bool:
     if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
         return True

@@ -14,7 +14,7 @@ from pydantic import Field
 from ..errors import DataError
 from ..registry import Knobs
 from .core import DATASETS, RawData
-from .files import IMAGE_SUFFIXES, _resolve
+from .files import IMAGE_SUFFIXES, _resolve, class_folder_roots
 
 # --- idx (MNIST format) ---------------------------------------------------------------------------
 
@@ -176,13 +176,7 @@ def image_folder(knobs: ImageFolderKnobs) -> RawData:
     Images (png, jpg, jpeg, bmp, gif; first frame) are converted to RGB or grey and resized to size × size
     without keeping the aspect ratio. Class indices follow the sorted subfolder names.
     """
-    root = _resolve(knobs.path)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder")
-    train_root, test_root = root, None
-    if (root / "train").is_dir():
-        train_root = root / "train"
-        test_root = root / "test" if (root / "test").is_dir() else None
+    train_root, test_root = class_folder_roots(knobs.path)
     train = _scan(train_root)
     classes = sorted({c for _, c in train})
     test = _scan(test_root, classes) if test_root is not None else None
@@ -196,4 +190,4 @@ def image_folder(knobs: ImageFolderKnobs) -> RawData:
     if test is not None:
         x_test, y_test = _load_images(test, knobs.size, knobs.grayscale), labels(test)
     return RawData(x, labels(train), "classification", "image", x_test=x_test, y_test=y_test,
-                   class_names=classes, source=str(root))
+                   class_names=classes, source=str(_resolve(knobs.path)))

@@ -20,7 +20,7 @@ from pydantic import Field
 from ..errors import DataError
 from ..registry import Knobs
 from .core import DATASETS, Featurizer, RawData, register_featurizer
-from .files import TaskKnob, _read_csv, _resolve, _targets
+from .files import TaskKnob, _read_csv, _resolve, _targets, class_folder_roots
 
 PAD, UNK, MASK = "[PAD]", "[UNK]", "[MASK]"
 SPECIALS = (PAD, UNK, MASK)  # ids 0, 1, 2 in every trained vocabulary
@@ -293,13 +293,7 @@ def _scan_texts(root: Path, classes: list[str] | None = None) -> list[tuple[Path
 def text_folder(knobs: TextFolderKnobs) -> RawData:
     """A folder of ``.txt`` files, one subfolder per class (sorted names = class indices); a train/ (and test/)
     subfolder gives the dataset its own test split."""
-    root = _resolve(knobs.path)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder")
-    train_root, test_root = root, None
-    if (root / "train").is_dir():
-        train_root = root / "train"
-        test_root = root / "test" if (root / "test").is_dir() else None
+    train_root, test_root = class_folder_roots(knobs.path)
     train = _scan_texts(train_root)
     classes = sorted({c for _, c in train})
     _check_classes(str(train_root), "the class subfolders", "classification", classes)
@@ -314,7 +308,7 @@ def text_folder(knobs: TextFolderKnobs) -> RawData:
     _check_texts(str(train_root), "every .txt file", list(x))
     x_test, y_test = split(test) if test is not None else (None, None)
     return RawData(x, y, "classification", "sequence", x_test=x_test, y_test=y_test, class_names=classes,
-                   source=str(root), featurizer=TextTokenizer.from_knobs(knobs))
+                   source=str(_resolve(knobs.path)), featurizer=TextTokenizer.from_knobs(knobs))
 
 
 def texts_of(path: str | Path, columns: str | tuple[str, ...] = "text", delimiter: str = ",") -> list[str]:
